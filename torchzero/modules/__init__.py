@@ -1,0 +1,6 @@
+"""All modules, exported as ``torchzero.m.<Name>``."""
+from .adaptive import *  # noqa: F403
+from .clipping import *  # noqa: F403
+from .momentum import *  # noqa: F403
+from .step_size import *  # noqa: F403
+from .weight_decay import *  # noqa: F403

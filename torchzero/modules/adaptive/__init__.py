@@ -1,0 +1,3 @@
+from .adam import Adam
+
+__all__ = ["Adam"]

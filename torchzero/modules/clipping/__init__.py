@@ -1,0 +1,3 @@
+from .clipping import ClipNorm, ClipValue, Normalize
+
+__all__ = ["ClipNorm", "ClipValue", "Normalize"]

@@ -1,0 +1,3 @@
+from .momentum import EMA, NAG, HeavyBall
+
+__all__ = ["EMA", "HeavyBall", "NAG"]

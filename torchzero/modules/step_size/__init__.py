@@ -1,0 +1,3 @@
+from .lr import LR, StepSize
+
+__all__ = ["LR", "StepSize"]

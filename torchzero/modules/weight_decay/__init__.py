@@ -1,0 +1,3 @@
+from .weight_decay import WeightDecay
+
+__all__ = ["WeightDecay"]
