@@ -131,7 +131,7 @@ def check_module(
             assert p.dtype == dtype and p.shape == p0.shape
             assert torch.isfinite(p).all(), f"non-finite parameters after steps ({dtype})"
         assert any(not torch.equal(p, p0) for p, p0 in zip(params, x0)), "parameters did not move"
-        assert all(math.isfinite(float(l)) for l in losses)
+        assert all(math.isfinite(float(l.detach())) for l in losses)
         for m in opt.unrolled_modules:
             for p, s in m.state.items():
                 for k, v in s.items():

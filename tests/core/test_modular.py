@@ -61,7 +61,7 @@ def test_step_returns_first_closure_value_and_counts():
     opt = tz.Modular(p, tz.m.LR(0.1))
     calls = []
     loss = opt.step(quad_closure(opt, p, calls))
-    assert float(loss) == 5.0
+    assert float(loss.detach()) == 5.0
     assert opt.num_evaluations == 1 and opt.current_step == 1 and calls == [True]
     torch.testing.assert_close(p[0].detach(), torch.tensor([0.8, -1.6]))
     # without closure: the grads in .grad are used

@@ -151,9 +151,6 @@ def test_lr_scheduler_changes_lr() -> None:
 
 
 def test_per_group_lr_and_betas() -> None:
-    x0 = make_params(torch.float64)
-    f = Objective(x0)
-
     def groups(p):
         return [{"params": p[:4], "lr": 0.01, "beta1": 0.5}, {"params": p[4:]}]
 

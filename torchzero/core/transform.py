@@ -327,8 +327,10 @@ class Transform(Module, ABC):
 
             elif target == "grad":
                 grad = var.get_grad()
-                self.keyed_transform_update(grad, params, grad, var.loss)
-                var.grad = self.keyed_transform_apply(grad, params, grad, var.loss)
+                # var.grad may be the user's p.grad tensors: don't let the transform modify them
+                grad_in = grad if self._readonly_input and self._inner is None else [g.clone() for g in grad]
+                self.keyed_transform_update(grad_in, params, grad, var.loss)
+                var.grad = self.keyed_transform_apply(grad_in, params, grad, var.loss)
 
             elif target == "params_direct":
                 p_clone = [p.clone() for p in params]
@@ -484,7 +486,7 @@ def apply_transform(
     if isinstance(tfm, Chain):
         tfm = tfm.get_children_sequence()
 
-    if isinstance(tfm, Sequence):
+    if isinstance(tfm, Sequence) and not isinstance(tfm, (str, bytes)):
         for module in tfm:
             tensors = apply_transform(module, tensors=tensors, params=params, grads=grads, loss=loss, var=var,
                                       update=update)

@@ -300,11 +300,12 @@ class TensorList(list[Tensor]):
         return self
 
     def accumulate_grad_(self, grads: TensorSeq) -> Self:
-        """Adds ``grads`` to ``.grad``; where ``.grad`` is None the given tensor becomes ``.grad`` (not copied)."""
+        """Adds ``grads`` to ``.grad``; where ``.grad`` is None it becomes a copy of the matching gradient (a copy, so
+        that later accumulation does not modify the caller's tensor)."""
         existing, new = [], []
         for t, g in zip(self, grads, strict=True):
             if t.grad is None:
-                t.grad = g
+                t.grad = g.clone()
             else:
                 existing.append(t.grad)
                 new.append(g)
@@ -641,13 +642,12 @@ class TensorList(list[Tensor]):
         without concatenating: one ``_foreach_norm`` for the per-tensor norms, then their norm.
 
         ``ord`` may be any real number or ``±inf``: ``inf`` is ``max |x|``, ``-inf`` is ``min |x|``, 0 counts the
-        nonzero elements, 1 is ``sum |x|``. The norm of an empty vector is 0 for every ``ord``.
+        nonzero elements, 1 is ``sum |x|``. Tensors without elements are skipped (torch refuses their ±inf and
+        negative norms); the norm of a vector without elements is 0 for every ``ord``.
         """
         if isinstance(ord, Tensor):
             ord = float(ord)
-        tensors: list[Tensor] = list(self)
-        if math.isinf(ord):  # ±inf has no identity: tensors without elements contribute nothing
-            tensors = [t for t in tensors if t.numel() > 0]
+        tensors = [t for t in self if t.numel() > 0]
         if len(tensors) == 0:
             return torch.tensor(0.0)
         norms = _stack(torch._foreach_norm(tensors, ord))
