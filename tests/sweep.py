@@ -21,10 +21,10 @@ SHAPES: list[tuple[int, ...]] = [(), (1,), (5,), (2, 3), (1, 4), (3, 1, 2), (2, 
 ModulesFactory = Callable[[], Sequence[tz.core.Module]]
 
 
-def make_params(dtype: torch.dtype = torch.float64, shapes: Sequence[tuple[int, ...]] = SHAPES, seed: int = 0
-                ) -> list[torch.Tensor]:
+def make_params(dtype: torch.dtype = torch.float64, shapes: Sequence[tuple[int, ...]] = SHAPES, seed: int = 0,
+                device: str | torch.device = "cpu") -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(s, generator=g, dtype=dtype).requires_grad_() for s in shapes]
+    return [torch.randn(s, generator=g, dtype=dtype).to(device).requires_grad_() for s in shapes]
 
 
 def clone_params(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -37,8 +37,8 @@ class Objective:
 
     def __init__(self, params: Sequence[torch.Tensor], seed: int = 1):
         g = torch.Generator().manual_seed(seed)
-        self.scales = [torch.rand(p.shape, generator=g, dtype=p.dtype) * 2 + 0.5 for p in params]
-        self.shifts = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+        self.scales = [(torch.rand(p.shape, generator=g, dtype=p.dtype) * 2 + 0.5).to(p.device) for p in params]
+        self.shifts = [torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) for p in params]
 
     def __call__(self, params: Sequence[torch.Tensor]) -> torch.Tensor:
         total = params[0].new_zeros(())
@@ -111,6 +111,7 @@ def check_module(
     deterministic: bool = True,
     dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
     shapes: Sequence[tuple[int, ...]] = SHAPES,
+    device: str | torch.device = "cpu",
 ) -> None:
     """The sweep every module passes. ``factory()`` returns fresh modules (without LR, which is added).
 
@@ -122,7 +123,7 @@ def check_module(
       optimizer continues bit-identically.
     """
     for dtype in dtypes:
-        params = make_params(dtype, shapes)
+        params = make_params(dtype, shapes, device=device)
         f = Objective(params)
         x0 = snapshot(params)
         opt = tz.Modular(params, *factory())
@@ -137,6 +138,7 @@ def check_module(
                 for k, v in s.items():
                     if isinstance(v, torch.Tensor) and v.shape == p.shape and v.is_floating_point():
                         assert v.dtype == p.dtype, f"{type(m).__name__} state {k} has dtype {v.dtype}"
+                        assert v.device == p.device, f"{type(m).__name__} state {k} is on {v.device}"
 
         # ---- without closure
         params_nc = clone_params(x0)

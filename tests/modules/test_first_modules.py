@@ -43,6 +43,20 @@ def test_sweep(name: str) -> None:
     check_module(SWEEP[name])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(SWEEP))
+def test_sweep_cuda(name: str) -> None:
+    check_module(SWEEP[name], device="cuda")
+
+
+def test_sparse_gradients_are_rejected():
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = tz.Modular(emb.parameters(), tz.m.Adam(), tz.m.LR(0.1))
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+
+
 def _apply(module, *updates: torch.Tensor, params=None, grads=None) -> list[torch.Tensor]:
     """Steps ``module`` on a sequence of single-tensor updates and returns its outputs."""
     if params is None:

@@ -46,6 +46,8 @@ class _KeyedSettings(Sequence):
         return self._items
 
     def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, int) and self._items is None:
+            return self.module.settings[self.params[i]]
         return self._materialize()[i]
 
     def __len__(self) -> int:

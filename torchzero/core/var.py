@@ -12,8 +12,12 @@ if TYPE_CHECKING:
 
 
 def _grads_or_zeros(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """``p.grad`` of each parameter, with zeros for parameters that got no gradient."""
-    return [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    """``p.grad`` of each parameter, with zeros for parameters that got no gradient. Sparse gradients are rejected."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    if any(g.is_sparse for g in grads):
+        raise RuntimeError("torchzero modules don't support sparse gradients; use dense gradients "
+                           "(e.g. nn.Embedding(sparse=False))")
+    return grads
 
 
 def _closure_backward(closure: Callable, params: list[torch.Tensor], retain_graph: bool | None,

@@ -162,7 +162,8 @@ class Adam(Transform):
         step = self.global_state.get("step", 1)
         exp_avg = [s["exp_avg"] if "exp_avg" in s else s.setdefault("exp_avg", torch.zeros_like(t))
                    for s, t in zip(states, tensors)]
-        exp_avg_sq = [s["max_exp_avg_sq" if s0["amsgrad"] else "exp_avg_sq"] for s in states]
+        second_moment_key = "max_exp_avg_sq" if s0["amsgrad"] else "exp_avg_sq"
+        exp_avg_sq = [s[second_moment_key] for s in states]
         beta1, beta2, eps, alpha = self.unpack_settings(settings, "beta1", "beta2", "eps", "alpha")
         direct = self._direct_lrs
         out = adam_step(tensors, exp_avg, exp_avg_sq, step, beta1=_uniform(beta1), beta2=_uniform(beta2),
