@@ -350,7 +350,9 @@ def format_table(title: str, results: Sequence[RunResult]) -> str:
         return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
 
     rule = "-" * len(line(["-" * w for w in widths]))
-    return "\n".join([title, rule, line(headers), rule, *(line(r) for r in rows), rule])
+    note = ("max|dparams|: largest difference between the final parameters of a torch.optim optimizer and those of "
+            "the chain above it.")
+    return "\n".join([title, rule, line(headers), rule, *(line(r) for r in rows), rule, note])
 
 
 def print_table(title: str, results: Sequence[RunResult]) -> None:
@@ -379,6 +381,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def has_sklearn() -> bool:
+    """Whether scikit-learn (needed by the MLP task) is installed."""
+    return importlib.util.find_spec("sklearn") is not None
+
+
 def warm_up(mlp: bool) -> None:
     """Runs every optimizer for a few steps, untimed, so that one-off costs (lazy initialisation of kernels and
     autograd) don't count in the time of whichever run comes first."""
@@ -404,21 +411,22 @@ def _run_demo(args: argparse.Namespace) -> None:
     torch.manual_seed(SEED)
     steps = args.steps if args.steps is not None else (ROSENBROCK_QUICK_STEPS if args.quick else ROSENBROCK_STEPS)
     epochs = args.epochs if args.epochs is not None else (MLP_QUICK_EPOCHS if args.quick else MLP_EPOCHS)
-    has_sklearn = importlib.util.find_spec("sklearn") is not None
+    sklearn_available = has_sklearn()
     print(f"torchzero {tz.__version__} demo (torch {torch.__version__})\n")
-    warm_up(mlp=has_sklearn and args.task in ("all", "mlp"))
+    warm_up(mlp=sklearn_available and args.task in ("all", "mlp"))
 
     if args.task in ("all", "rosenbrock"):
         x0 = ", ".join(str(v) for v in ROSENBROCK_X0)
-        print_table(f"Rosenbrock from ({x0}), float64, {steps} steps (f = {rosenbrock(torch.tensor(ROSENBROCK_X0)):.4g} "
-                    "at the start, 0 at (1, 1))", run_rosenbrock(steps))
+        f0 = float(rosenbrock(torch.tensor(ROSENBROCK_X0, dtype=torch.float64)))
+        print_table(f"Rosenbrock from ({x0}), float64, {steps} steps (f = {f0:.4g} at the start, 0 at (1, 1))",
+                    run_rosenbrock(steps))
 
     if args.task in ("all", "mlp"):
-        if not has_sklearn:
+        if not sklearn_available:
             print("MLP task skipped: it needs scikit-learn (pip install scikit-learn).")
             return
         results = run_mlp(epochs)
         hidden = "-".join(str(h) for h in MLP_HIDDEN)
         initial = results[0].initial_loss if results else float("nan")
-        print_table(f"MLP 64-{hidden}-10 (tanh) on sklearn digits, {epochs} epochs, batch {MLP_BATCH_SIZE} "
+        print_table(f"MLP (hidden {hidden}, tanh) on sklearn digits, {epochs} epochs, batch {MLP_BATCH_SIZE} "
                     f"(initial train loss {initial:.4f})", results)

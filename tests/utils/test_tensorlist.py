@@ -684,7 +684,9 @@ def test_rescale_normalize_znormalize(dim):
     assert_tl_close(tl.rescale(NumberList([0, 1, 2]), NumberList([1, 3, 5]), dim=dim),
                     [(t - a) / (b - a) * (i + 1) + i for i, (t, a, b) in enumerate(pairs)])  # fmt: skip
     assert_tl_close(tl.rescale(2.0, None, dim=dim), [t - a + 2.0 for t, a, b in pairs])
-    assert_tl_close(tl.rescale(None, NumberList([1, 2, 3]), dim=dim), [t - b + i + 1 for i, (t, a, b) in enumerate(pairs)])
+    assert_tl_close(
+        tl.rescale(None, NumberList([1, 2, 3]), dim=dim), [t - b + i + 1 for i, (t, a, b) in enumerate(pairs)]
+    )
     assert_tl_close(tl.rescale(0, 1, dim=dim, eps=0.5), [(t - a) / (b - a + 0.5) for t, a, b in pairs])
     c = tl.clone()
     assert c.rescale_(0, 1, dim=dim) is c and c.rescale_to_01_(dim=dim) is c
@@ -708,12 +710,16 @@ def test_where_and_masks():
     n = len(tl)
     assert_tl_close(tl.where(cond, other), [torch.where(c, t, o) for t, c, o in zip(tl, cond, other)])
     assert_tl_close(tl.where(cond, 0.5), [torch.where(c, t, 0.5) for t, c in zip(tl, cond)])
-    assert_tl_close(tl.where(cond, NumberList(range(n))), [torch.where(c, t, float(i)) for i, (t, c) in enumerate(zip(tl, cond))])
+    assert_tl_close(
+        tl.where(cond, NumberList(range(n))), [torch.where(c, t, float(i)) for i, (t, c) in enumerate(zip(tl, cond))]
+    )
     c = tl.clone()
     assert c.where_(cond, other) is c
     assert_tl_close(c, [torch.where(m, t, o) for t, m, o in zip(tl, cond, other)])
     assert_tl_close(tl.masked_fill(cond, 9.0), [t.masked_fill(m, 9.0) for t, m in zip(tl, cond)])
-    assert_tl_close(tl.masked_fill(cond, NumberList(range(n))), [t.masked_fill(m, i) for i, (t, m) in enumerate(zip(tl, cond))])
+    assert_tl_close(
+        tl.masked_fill(cond, NumberList(range(n))), [t.masked_fill(m, i) for i, (t, m) in enumerate(zip(tl, cond))]
+    )
     c = tl.clone()
     assert c.masked_fill_(cond, torch.tensor(1.0)) is c
     assert_tl_close(c, [t.masked_fill(m, 1.0) for t, m in zip(tl, cond)])
@@ -939,5 +945,10 @@ def test_generic_functions():
     assert generic_clamp(5, max=3) == 3 and generic_clamp(-1, 0) == 0 and generic_clamp(0.5, 0, 1) == 0.5
     assert list(generic_clamp(NumberList([-1, 0.5, 2]), 0, 1)) == [0, 0.5, 1]
     assert generic_clamp((-1, 2), 0, 1) == (0, 1)
-    assert generic_add(1, 2, alpha=3) == 7 and generic_sub(1, 2) == -1 and generic_mul(2, 3) == 6 and generic_div(1, 4) == 0.25
+    assert (
+        generic_add(1, 2, alpha=3) == 7
+        and generic_sub(1, 2) == -1
+        and generic_mul(2, 3) == 6
+        and generic_div(1, 4) == 0.25
+    )
     assert generic_finfo(TensorList()) == torch.finfo(torch.get_default_dtype())

@@ -99,7 +99,7 @@ def _has_overload(op: str, overload_name: str) -> bool:
     return True
 
 
-# ScalarList lerp arrived in PyTorch 2.6 and _foreach_max in 2.6; older versions use a fallback.
+# Overloads missing from older PyTorch versions (present in 2.13); without them a fallback is used.
 _HAS_LERP_SCALARLIST = _has_overload("_foreach_lerp_", "ScalarList")
 _HAS_FOREACH_MAX = hasattr(torch, "_foreach_max")
 
@@ -648,8 +648,8 @@ class TensorList(list[Tensor]):
         if isinstance(ord, Tensor):
             ord = float(ord)
         tensors = [t for t in self if t.numel() > 0]
-        if len(tensors) == 0:
-            return torch.tensor(0.0)
+        if len(tensors) == 0:  # abs() gives the real dtype of a complex tensor, like a norm
+            return self[0].new_zeros(()).abs() if len(self) > 0 else torch.tensor(0.0)
         norms = _stack(torch._foreach_norm(tensors, ord))
         if ord == 0:
             return norms.sum()
@@ -705,10 +705,13 @@ class TensorList(list[Tensor]):
         """Tensors filled with ``fill_value`` (one value, or one per tensor)."""
         return self.zipmap(torch.full_like, fill_value, **kwargs)
 
-    def rand_like(self, generator: torch.Generator | None = None, dtype: Any = None, device: Any = None, **kwargs) -> Self:
+    def rand_like(
+        self, generator: torch.Generator | None = None, dtype: Any = None, device: Any = None, **kwargs
+    ) -> Self:
         """Uniform samples in ``[0, 1)`` shaped like each tensor, drawn from ``generator`` if given."""
         if generator is None:
             return self.__class__(torch.rand_like(t, dtype=dtype, device=device, **kwargs) for t in self)
+        kwargs.pop("memory_format", None)  # torch.rand with a generator makes contiguous tensors
         return self.__class__(
             torch.rand(
                 t.shape,
@@ -720,10 +723,13 @@ class TensorList(list[Tensor]):
             for t in self
         )
 
-    def randn_like(self, generator: torch.Generator | None = None, dtype: Any = None, device: Any = None, **kwargs) -> Self:
+    def randn_like(
+        self, generator: torch.Generator | None = None, dtype: Any = None, device: Any = None, **kwargs
+    ) -> Self:
         """Standard normal samples shaped like each tensor, drawn from ``generator`` if given."""
         if generator is None:
             return self.__class__(torch.randn_like(t, dtype=dtype, device=device, **kwargs) for t in self)
+        kwargs.pop("memory_format", None)  # torch.randn with a generator makes contiguous tensors
         return self.__class__(
             torch.randn(
                 t.shape,
@@ -767,13 +773,19 @@ class TensorList(list[Tensor]):
         return self.__class__(torch.bernoulli(t, generator=generator) for t in self)
 
     def bernoulli_like(
-        self, p: _Scalar | _ScalarSeq = 0.5, generator: torch.Generator | None = None, **kwargs: Unpack[_NewTensorKwargs]
+        self,
+        p: _Scalar | _ScalarSeq = 0.5,
+        generator: torch.Generator | None = None,
+        **kwargs: Unpack[_NewTensorKwargs],
     ) -> Self:
         """Tensors of 1 with probability ``p`` (one value, or one per tensor) and 0 otherwise."""
         return self.empty_like(**kwargs).zipmap_args_inplace_(Tensor.bernoulli_, p, generator=generator)
 
     def rademacher_like(
-        self, p: _Scalar | _ScalarSeq = 0.5, generator: torch.Generator | None = None, **kwargs: Unpack[_NewTensorKwargs]
+        self,
+        p: _Scalar | _ScalarSeq = 0.5,
+        generator: torch.Generator | None = None,
+        **kwargs: Unpack[_NewTensorKwargs],
     ) -> Self:
         """Tensors of +1 with probability ``p`` and -1 otherwise."""
         return self.bernoulli_like(p, generator=generator, **kwargs).mul_(2).sub_(1)
@@ -1238,7 +1250,9 @@ class TensorList(list[Tensor]):
             return self.__class__(t.median().reshape([1] * t.ndim) if keepdim else t.median() for t in self)
         return self.__class__(t.median(dim=dim, keepdim=keepdim).values for t in self)
 
-    def quantile(self, q: float | Tensor, dim: int | None = None, keepdim: bool = False, *, interpolation: str = "linear") -> Self:
+    def quantile(
+        self, q: float | Tensor, dim: int | None = None, keepdim: bool = False, *, interpolation: str = "linear"
+    ) -> Self:
         return self.__class__(t.quantile(q, dim=dim, keepdim=keepdim, interpolation=interpolation) for t in self)
 
     def _reduce_for_broadcast(
@@ -1249,7 +1263,9 @@ class TensorList(list[Tensor]):
         per-tensor sequence it will be combined with."""
         if dim != "global":
             return getattr(self, name)(dim=dim, keepdim=True)
-        value = {"min": self.global_min, "max": self.global_max, "mean": self.global_mean, "std": self.global_std}[name]()
+        value = {"min": self.global_min, "max": self.global_max, "mean": self.global_mean, "std": self.global_std}[
+            name
+        ]()
         if builtins.any(_is_seq(o) for o in operands):
             return self.__class__([value] * len(self))
         return value
@@ -1276,7 +1292,9 @@ class TensorList(list[Tensor]):
             out.clamp_max_(max)
         return out
 
-    def clamp_(self, min: _Scalar | _STSeq | Tensor | None = None, max: _Scalar | _STSeq | Tensor | None = None) -> Self:
+    def clamp_(
+        self, min: _Scalar | _STSeq | Tensor | None = None, max: _Scalar | _STSeq | Tensor | None = None
+    ) -> Self:
         if min is not None:
             self.clamp_min_(min)
         if max is not None:
@@ -1349,14 +1367,18 @@ class TensorList(list[Tensor]):
         """``self + value * tensors1 * tensor2``."""
         return self._foreach_apply(torch._foreach_addcmul, *self._addc_args(tensors1, tensor2, value))
 
-    def addcmul_(self, tensors1: TensorSeq, tensor2: TensorSeq, value: _Scalar | Sequence[_Scalar] | Tensor = 1) -> Self:
+    def addcmul_(
+        self, tensors1: TensorSeq, tensor2: TensorSeq, value: _Scalar | Sequence[_Scalar] | Tensor = 1
+    ) -> Self:
         return self._foreach_apply_(torch._foreach_addcmul_, *self._addc_args(tensors1, tensor2, value))
 
     def addcdiv(self, tensors1: TensorSeq, tensor2: TensorSeq, value: _Scalar | Sequence[_Scalar] | Tensor = 1) -> Self:
         """``self + value * tensors1 / tensor2``."""
         return self._foreach_apply(torch._foreach_addcdiv, *self._addc_args(tensors1, tensor2, value))
 
-    def addcdiv_(self, tensors1: TensorSeq, tensor2: TensorSeq, value: _Scalar | Sequence[_Scalar] | Tensor = 1) -> Self:
+    def addcdiv_(
+        self, tensors1: TensorSeq, tensor2: TensorSeq, value: _Scalar | Sequence[_Scalar] | Tensor = 1
+    ) -> Self:
         return self._foreach_apply_(torch._foreach_addcdiv_, *self._addc_args(tensors1, tensor2, value))
 
     # ======================================================================= shape and misc
@@ -1375,12 +1397,18 @@ class TensorList(list[Tensor]):
         return self.map(torch.conj)
 
     def nan_to_num(
-        self, nan: float | _ScalarSeq | None = None, posinf: float | _ScalarSeq | None = None, neginf: float | _ScalarSeq | None = None
+        self,
+        nan: float | _ScalarSeq | None = None,
+        posinf: float | _ScalarSeq | None = None,
+        neginf: float | _ScalarSeq | None = None,
     ) -> Self:
         return self.zipmap_args(torch.nan_to_num, nan, posinf, neginf)
 
     def nan_to_num_(
-        self, nan: float | _ScalarSeq | None = None, posinf: float | _ScalarSeq | None = None, neginf: float | _ScalarSeq | None = None
+        self,
+        nan: float | _ScalarSeq | None = None,
+        posinf: float | _ScalarSeq | None = None,
+        neginf: float | _ScalarSeq | None = None,
     ) -> Self:
         return self.zipmap_args_inplace_(torch.nan_to_num_, nan, posinf, neginf)
 
@@ -1449,7 +1477,9 @@ class TensorList(list[Tensor]):
             norm_mag = norm_mag.lerp(norm_self, 1 - maybe_numberlist(strength))
         return norm_mag / norm_self.clamp_min(eps)
 
-    def _get_rescale_coeffs(self, min: _Scalar | _ScalarSeq, max: _Scalar | _ScalarSeq, dim: _Dim, eps: float) -> tuple[Any, Any]:
+    def _get_rescale_coeffs(
+        self, min: _Scalar | _ScalarSeq, max: _Scalar | _ScalarSeq, dim: _Dim, eps: float
+    ) -> tuple[Any, Any]:
         """``a, b`` such that ``self * a + b`` maps ``[self.min(dim), self.max(dim)]`` onto ``[min, max]``."""
         self_min = self._reduce_for_broadcast("min", dim, min, max)
         self_max = self._reduce_for_broadcast("max", dim, min, max)
@@ -1457,13 +1487,17 @@ class TensorList(list[Tensor]):
         b = (self_min * a).neg_().add_(min)
         return a, b
 
-    def rescale(self, min: _Scalar | _ScalarSeq | None, max: _Scalar | _ScalarSeq | None, dim: _Dim = None, eps: float = 0.0) -> Self:
+    def rescale(
+        self, min: _Scalar | _ScalarSeq | None, max: _Scalar | _ScalarSeq | None, dim: _Dim = None, eps: float = 0.0
+    ) -> Self:
         """Linearly maps the values to the range ``[min, max]``: each tensor (``dim=None``), along ``dim``, or all
         tensors together (``dim='global'``). With only one bound the values are shifted to it instead.
         ``eps`` is added to the current range before dividing by it."""
         return self.clone().rescale_(min, max, dim=dim, eps=eps)
 
-    def rescale_(self, min: _Scalar | _ScalarSeq | None, max: _Scalar | _ScalarSeq | None, dim: _Dim = None, eps: float = 0.0) -> Self:
+    def rescale_(
+        self, min: _Scalar | _ScalarSeq | None, max: _Scalar | _ScalarSeq | None, dim: _Dim = None, eps: float = 0.0
+    ) -> Self:
         if min is None and max is None:
             return self
         if max is None:

@@ -8,9 +8,9 @@ from typing import Literal, TypeAlias
 import torch
 
 from ...core import Target, Transform
+from ...utils.tensorlist import Metrics, TensorList
 from ..momentum.momentum import _uniform
 
-Metrics: TypeAlias = Literal["mad", "std", "var", "sum", "l0", "l1", "l2", "l3", "l4", "linf"] | float | torch.Tensor
 Dim: TypeAlias = int | Sequence[int] | Literal["global"] | None
 
 _NORM_ORDS = {"l0": 0.0, "l1": 1.0, "l2": 2.0, "l3": 3.0, "l4": 4.0, "linf": math.inf}
@@ -43,23 +43,6 @@ def tensor_metric(t: torch.Tensor, metric: Metrics, dim: tuple[int, ...] | None 
     return t.sum(dim=dim, keepdim=keepdim)
 
 
-def global_metric(tensors: Sequence[torch.Tensor], metric: Metrics) -> torch.Tensor:
-    """``metric`` of all tensors treated as one vector (a 0-d tensor)."""
-    ord_ = _as_ord(metric)
-    if ord_ is not None and ord_ not in (0.0,):
-        norms = torch.stack(torch._foreach_norm(tensors, ord_))
-        return torch.linalg.vector_norm(norms, ord=ord_)
-    return tensor_metric(torch.cat([t.ravel() for t in tensors]), metric)
-
-
-def per_tensor_metric(tensors: Sequence[torch.Tensor], metric: Metrics) -> torch.Tensor:
-    """``metric`` of each tensor over all its elements, stacked into a vector."""
-    ord_ = _as_ord(metric)
-    if ord_ is not None and ord_ != 0.0:
-        return torch.stack(torch._foreach_norm(tensors, ord_))
-    return torch.stack([tensor_metric(t, metric) for t in tensors])
-
-
 def _reduced_dims(ndim: int, dim: int | Sequence[int], inverse_dims: bool) -> tuple[int, ...]:
     dims = [dim] if isinstance(dim, int) else list(dim)
     dims = sorted({d % ndim if d < 0 else d for d in dims if -ndim <= d < ndim})
@@ -75,7 +58,7 @@ def _norm_multipliers(tensors: list[torch.Tensor], target: float | list[float], 
     targets = target if isinstance(target, list) else [target] * n
 
     if dim is None:
-        norms = per_tensor_metric(tensors, ord)
+        norms = torch.stack(TensorList(tensors).metric(ord))
         norms = torch.where(norms <= _TINY_NORM, torch.ones_like(norms), norms)
         factors = torch.tensor(targets, dtype=norms.dtype, device=norms.device) / norms
         if clip:
@@ -117,7 +100,7 @@ def clip_norm_(tensors: list[torch.Tensor], max_norm: float | list[float], ord: 
                inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
     """Multiplies each slice of ``tensors`` in place by ``min(1, max_norm / ‖slice‖_ord)``."""
     if dim == "global":
-        norm = global_metric(tensors, ord)
+        norm = TensorList(tensors).global_metric(ord)
         factor = (torch.as_tensor(max_norm, dtype=norm.dtype, device=norm.device) / norm).clamp(max=1)
         factor = torch.where(norm == 0, torch.ones_like(factor), factor)
         torch._foreach_mul_(tensors, list(factor.unbind()) if factor.ndim else factor)
@@ -130,7 +113,7 @@ def normalize_(tensors: list[torch.Tensor], norm_value: float | list[float], ord
                inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
     """Multiplies each slice of ``tensors`` in place by ``norm_value / ‖slice‖_ord``."""
     if dim == "global":
-        norm = global_metric(tensors, ord)
+        norm = TensorList(tensors).global_metric(ord)
         factor = torch.as_tensor(norm_value, dtype=norm.dtype, device=norm.device) / norm
         factor = torch.where(norm == 0, torch.ones_like(factor), factor)
         torch._foreach_mul_(tensors, list(factor.unbind()) if factor.ndim else factor)
