@@ -6,30 +6,19 @@ from collections.abc import Sequence
 import torch
 
 from ...core import Chainable, Transform, Var
-from ..momentum.momentum import _uniform
+from ...utils.foreach import Scalars, combine, scalar_or_list
 from ..step_size.lr import finish_direct_step, lrs_for_direct_step
 
-_Scalars = float | list[float]
 
-
-def _pow_scalar(x: _Scalars, p: float) -> _Scalars:
+def _pow_scalar(x: Scalars, p: float) -> Scalars:
     return [xi**p for xi in x] if isinstance(x, list) else x**p
 
 
-def _combine(a: _Scalars, b: _Scalars, fn) -> _Scalars:
-    if isinstance(a, list) or isinstance(b, list):
-        n = len(a) if isinstance(a, list) else len(b)  # type: ignore[arg-type]
-        a_ = a if isinstance(a, list) else [a] * n
-        b_ = b if isinstance(b, list) else [b] * n
-        return [fn(x, y) for x, y in zip(a_, b_)]
-    return fn(a, b)
-
-
-def adam_second_moment_(tensors: Sequence[torch.Tensor], exp_avg_sq_: list[torch.Tensor], beta2: _Scalars,
+def adam_second_moment_(tensors: Sequence[torch.Tensor], exp_avg_sq_: list[torch.Tensor], beta2: Scalars,
                         pow: float = 2) -> None:
     """``v ← β₂ v + (1 − β₂)|u|^pow`` in place."""
     torch._foreach_mul_(exp_avg_sq_, beta2)
-    w = _combine(1, beta2, lambda a, b: a - b)
+    w = combine(1, beta2, lambda a, b: a - b)
     if pow == 2:
         if isinstance(w, list):
             torch._foreach_addcmul_(exp_avg_sq_, tensors, tensors, w)
@@ -44,13 +33,13 @@ def adam_second_moment_(tensors: Sequence[torch.Tensor], exp_avg_sq_: list[torch
             torch._foreach_add_(exp_avg_sq_, powered, alpha=w)
 
 
-def adam_denominator(exp_avg_sq: list[torch.Tensor], step: int, beta2: _Scalars, eps: _Scalars, pow: float,
+def adam_denominator(exp_avg_sq: list[torch.Tensor], step: int, beta2: Scalars, eps: Scalars, pow: float,
                      debiased: bool) -> list[torch.Tensor]:
     """Returns ``d̂ + eps`` with ``d̂ = v^(1/pow) / (1 − β₂ᵗ)^(1/pow)``
     (torch's placement of eps: after the bias-corrected root)."""
     denom = list(torch._foreach_sqrt(exp_avg_sq) if pow == 2 else torch._foreach_pow(exp_avg_sq, 1 / pow))
     if debiased:
-        bc2_root = _pow_scalar(_combine(1, _pow_scalar(beta2, step), lambda a, b: a - b), 1 / pow)
+        bc2_root = _pow_scalar(combine(1, _pow_scalar(beta2, step), lambda a, b: a - b), 1 / pow)
         torch._foreach_div_(denom, bc2_root)
     torch._foreach_add_(denom, eps)
     return denom
@@ -61,10 +50,10 @@ def adam_step(
     exp_avg_: list[torch.Tensor],
     exp_avg_sq: list[torch.Tensor],
     step: int,
-    beta1: _Scalars,
-    beta2: _Scalars,
-    eps: _Scalars,
-    alpha: _Scalars = 1.0,
+    beta1: Scalars,
+    beta2: Scalars,
+    eps: Scalars,
+    alpha: Scalars = 1.0,
     pow: float = 2,
     debiased: bool = True,
     params_: list[torch.Tensor] | None = None,
@@ -77,10 +66,10 @@ def adam_step(
     ``params_ -= lr · output`` is applied directly (one fused ``addcdiv``, as ``torch.optim.Adam``) and None is
     returned; otherwise the output is returned as new tensors.
     """
-    torch._foreach_lerp_(exp_avg_, tensors, _combine(1, beta1, lambda a, b: a - b))
+    torch._foreach_lerp_(exp_avg_, tensors, combine(1, beta1, lambda a, b: a - b))
     denom = adam_denominator(exp_avg_sq, step, beta2, eps, pow, debiased)
-    bc1 = _combine(1, _pow_scalar(beta1, step), lambda a, b: a - b) if debiased else 1.0
-    step_size = _combine(alpha, bc1, lambda a, b: a / b)
+    bc1 = combine(1, _pow_scalar(beta1, step), lambda a, b: a - b) if debiased else 1.0
+    step_size = combine(alpha, bc1, lambda a, b: a / b)
 
     if params_ is not None:
         assert lrs is not None
@@ -151,7 +140,7 @@ class Adam(Transform):
         s0 = settings[0]
         exp_avg_sq = [s["exp_avg_sq"] if "exp_avg_sq" in s else s.setdefault("exp_avg_sq", torch.zeros_like(t))
                       for s, t in zip(states, tensors)]
-        adam_second_moment_(tensors, exp_avg_sq, _uniform(self.unpack_settings(settings, "beta2")), pow=s0["pow"])
+        adam_second_moment_(tensors, exp_avg_sq, scalar_or_list(self.unpack_settings(settings, "beta2")), pow=s0["pow"])
         if s0["amsgrad"]:
             max_exp_avg_sq = [s["max_exp_avg_sq"] if "max_exp_avg_sq" in s
                               else s.setdefault("max_exp_avg_sq", torch.zeros_like(t)) for s, t in zip(states, tensors)]
@@ -166,8 +155,8 @@ class Adam(Transform):
         exp_avg_sq = [s[second_moment_key] for s in states]
         beta1, beta2, eps, alpha = self.unpack_settings(settings, "beta1", "beta2", "eps", "alpha")
         direct = self._direct_lrs
-        out = adam_step(tensors, exp_avg, exp_avg_sq, step, beta1=_uniform(beta1), beta2=_uniform(beta2),
-                        eps=_uniform(eps), alpha=_uniform(alpha), pow=s0["pow"], debiased=s0["debiased"],
+        out = adam_step(tensors, exp_avg, exp_avg_sq, step, beta1=scalar_or_list(beta1), beta2=scalar_or_list(beta2),
+                        eps=scalar_or_list(eps), alpha=scalar_or_list(alpha), pow=s0["pow"], debiased=s0["debiased"],
                         params_=params if direct is not None else None, lrs=direct)
         return tensors if out is None else out
 

@@ -8,8 +8,8 @@ from typing import Literal, TypeAlias
 import torch
 
 from ...core import Target, Transform
+from ...utils.foreach import scalar_or_list
 from ...utils.tensorlist import Metrics, TensorList
-from ..momentum.momentum import _uniform
 
 Dim: TypeAlias = int | Sequence[int] | Literal["global"] | None
 
@@ -151,7 +151,7 @@ class ClipValue(Transform):
         super().__init__(dict(value=value), target=target)
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
-        value = _uniform(self.unpack_settings(settings, "value"))
+        value = scalar_or_list(self.unpack_settings(settings, "value"))
         neg = [-v for v in value] if isinstance(value, list) else -value
         torch._foreach_clamp_min_(tensors, neg)
         torch._foreach_clamp_max_(tensors, value)
@@ -193,7 +193,7 @@ class ClipNorm(Transform):
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         s0 = settings[0]
-        max_norm = _uniform(self.unpack_settings(settings, "max_norm"))
+        max_norm = scalar_or_list(self.unpack_settings(settings, "max_norm"))
         return clip_norm_(tensors, max_norm, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
                           min_size=s0["min_size"])
 
@@ -227,6 +227,6 @@ class Normalize(Transform):
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         s0 = settings[0]
-        norm_value = _uniform(self.unpack_settings(settings, "norm_value"))
+        norm_value = scalar_or_list(self.unpack_settings(settings, "norm_value"))
         return normalize_(tensors, norm_value, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
                           min_size=s0["min_size"])

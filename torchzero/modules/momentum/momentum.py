@@ -1,32 +1,14 @@
 """Momentum: exponential moving average (``EMA``), Polyak's heavy ball (``HeavyBall``) and Nesterov's (``NAG``)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from ...core import Target, Transform, Var
-from ..step_size.lr import finish_direct_step, lrs_for_direct_step, sub_scaled_
-
-
-def _uniform(values: Sequence[float]) -> float | list[float]:
-    """A single scalar if all values are equal (the common case), else the list."""
-    first = values[0]
-    for v in values:
-        if v != first:
-            return list(values)
-    return first
-
-
-def add_scaled_(tensors_: list[torch.Tensor], other: list[torch.Tensor], scale: float | list[float]) -> None:
-    """``tensors_ += scale * other`` with a scalar or per-tensor scale."""
-    if isinstance(scale, list):
-        torch._foreach_add_(tensors_, torch._foreach_mul(other, scale))
-    elif scale == 1:
-        torch._foreach_add_(tensors_, other)
-    elif scale != 0:
-        torch._foreach_add_(tensors_, other, alpha=scale)
+from ...utils.checks import check_range
+from ...utils.foreach import add_scaled_, scalar_or_list, sub_scaled_
+from ..step_size.lr import finish_direct_step, lrs_for_direct_step
 
 
 def ema_(
@@ -95,8 +77,8 @@ class EMA(Transform):
 
     def __init__(self, momentum: float = 0.9, dampening: float = 0, debiased: bool = False, lerp: bool = True,
                  ema_init: Literal["zeros", "update"] = "zeros", target: Target = "update"):
-        _check_unit_interval(type(self).__name__, "momentum", momentum)
-        _check_unit_interval(type(self).__name__, "dampening", dampening)
+        check_range(type(self).__name__, "momentum", momentum, 0, 1)
+        check_range(type(self).__name__, "dampening", dampening, 0, 1)
         if ema_init not in ("zeros", "update"):
             raise ValueError(f"{type(self).__name__}: ema_init must be 'zeros' or 'update', got {ema_init!r}")
         defaults = dict(momentum=momentum, dampening=dampening, debiased=debiased, lerp=lerp, ema_init=ema_init)
@@ -112,13 +94,13 @@ class EMA(Transform):
                 state["exp_avg"] = m
             return exp_avg, step
         exp_avg = [s["exp_avg"] if "exp_avg" in s else _zeros_into(s, t) for s, t in zip(states, tensors)]
-        ema_(tensors, exp_avg, _uniform(beta), _uniform(dampening), lerp=s0["lerp"])
+        ema_(tensors, exp_avg, scalar_or_list(beta), scalar_or_list(dampening), lerp=s0["lerp"])
         return exp_avg, step
 
     def _output_scale(self, settings, step: int) -> float | list[float]:
         if not settings[0]["debiased"]:
             return 1.0
-        return _debias_scale(_uniform(self.unpack_settings(settings, "momentum")), step)
+        return _debias_scale(scalar_or_list(self.unpack_settings(settings, "momentum")), step)
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         exp_avg, step = self._update_buffer(tensors, states, settings)
@@ -144,11 +126,6 @@ class EMA(Transform):
 def _zeros_into(state: dict, like: torch.Tensor) -> torch.Tensor:
     m = state["exp_avg"] = torch.zeros_like(like)
     return m
-
-
-def _check_unit_interval(owner: str, name: str, value: float) -> None:
-    if not 0 <= value <= 1:
-        raise ValueError(f"{owner}: {name} must be in [0, 1], got {value}")
 
 
 class HeavyBall(EMA):
@@ -223,12 +200,12 @@ class NAG(Transform):
     _readonly_input = True
 
     def __init__(self, momentum: float = 0.9, dampening: float = 0, lerp: bool = False, target: Target = "update"):
-        _check_unit_interval("NAG", "momentum", momentum)
-        _check_unit_interval("NAG", "dampening", dampening)
+        check_range("NAG", "momentum", momentum, 0, 1)
+        check_range("NAG", "dampening", dampening, 0, 1)
         super().__init__(dict(momentum=momentum, dampening=dampening, lerp=lerp), target=target)
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         velocity = [s["velocity"] if "velocity" in s else s.setdefault("velocity", torch.zeros_like(t))
                     for s, t in zip(states, tensors)]
         momentum, dampening = self.unpack_settings(settings, "momentum", "dampening")
-        return nag_(tensors, velocity, _uniform(momentum), _uniform(dampening), lerp=settings[0]["lerp"])
+        return nag_(tensors, velocity, scalar_or_list(momentum), scalar_or_list(dampening), lerp=settings[0]["lerp"])

@@ -1,42 +1,11 @@
 """Constant step sizes: ``LR`` and ``StepSize``."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from ...core import Module, Transform, Var
-
-
-def _check_step_size(name: str, value: float, owner: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{owner}: {name} must be non-negative, got {value}")
-
-
-def scale_(tensors: list[torch.Tensor], scale: float | Sequence[float]) -> list[torch.Tensor]:
-    """Multiplies ``tensors`` in place by a scalar or per-tensor scalars; skipped when all are exactly 1."""
-    if isinstance(scale, (int, float)):
-        if scale != 1:
-            torch._foreach_mul_(tensors, scale)
-        return tensors
-    first = scale[0]
-    if all(s == first for s in scale):
-        return scale_(tensors, first)
-    torch._foreach_mul_(tensors, list(scale))
-    return tensors
-
-
-def sub_scaled_(params: list[torch.Tensor], update: list[torch.Tensor], scale: Sequence[float]) -> None:
-    """``params -= scale * update`` in one multi-tensor op when ``scale`` is the same for all tensors."""
-    first = scale[0] if len(scale) else 1
-    with torch.no_grad():
-        if all(s == first for s in scale):
-            torch._foreach_sub_(params, update, alpha=first)
-        else:
-            torch._foreach_sub_(params, torch._foreach_mul(update, list(scale)))
+from ...utils.checks import check_non_negative
+from ...utils.foreach import scale_, sub_scaled_
 
 
 def lrs_for_direct_step(module: Module, var: Var) -> list[float] | None:
@@ -88,7 +57,7 @@ class LR(Transform):
     _readonly_input = False
 
     def __init__(self, lr: float):
-        _check_step_size("lr", lr, "LR")
+        check_non_negative("LR", "lr", lr)
         super().__init__(dict(lr=lr))
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):

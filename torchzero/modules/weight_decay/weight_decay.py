@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 
 from ...core import Target, Transform
-from ..momentum.momentum import _uniform, add_scaled_
+from ...utils.foreach import add_scaled_, scalar_or_list
 
 
 def weight_decay_(tensors_: list[torch.Tensor], params: Sequence[torch.Tensor], weight_decay: float | list[float],
@@ -56,7 +56,7 @@ class WeightDecay(Transform):
         super().__init__(dict(weight_decay=weight_decay, ord=ord), target=target)
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
-        wd = _uniform(self.unpack_settings(settings, "weight_decay"))
+        wd = scalar_or_list(self.unpack_settings(settings, "weight_decay"))
         if not isinstance(wd, list) and wd == 0:
             return tensors
         return weight_decay_(tensors, params, wd, ord=settings[0]["ord"])
