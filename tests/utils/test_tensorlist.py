@@ -545,9 +545,12 @@ def test_sampling_reproducible_with_generator(method):
 def test_sample_like_reproducible(distribution):
     tl = make(torch.float64)
     a = tl.sample_like(distribution, generator=torch.Generator().manual_seed(1))
-    default_variance = 1 / 3 if distribution == "uniform" else 1  # uniform defaults to [-1, 1)
+    # uniform defaults to [-1, 1); the default sphere is the unit sphere (variance v gives radius v*sqrt(n))
+    default_variance = {"uniform": 1 / 3, "sphere": 1 / math.sqrt(tl.global_numel())}.get(distribution, 1)
     b = tl.sample_like(distribution, variance=default_variance, generator=torch.Generator().manual_seed(1))
     assert_tl_close(a, b)
+    if distribution == "sphere":
+        torch.testing.assert_close(a.global_vector_norm(), torch.tensor(1.0, dtype=torch.float64))
     assert a.shape == tl.shape
 
 

@@ -2,5 +2,6 @@
 from .adaptive import *  # noqa: F403
 from .clipping import *  # noqa: F403
 from .momentum import *  # noqa: F403
+from .ops import *  # noqa: F403
 from .step_size import *  # noqa: F403
 from .weight_decay import *  # noqa: F403

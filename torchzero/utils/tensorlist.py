@@ -801,11 +801,11 @@ class TensorList(list[Tensor]):
 
         Args:
             distribution: ``'normal'``/``'gaussian'`` (standard normal), ``'uniform'`` (on ``[-1, 1)`` by default),
-                ``'sphere'`` (uniform on the sphere of radius ``√n``, ``n`` = :meth:`global_numel`, so the
-                elements have unit second moment) or ``'rademacher'`` (±1 with equal probability).
+                ``'sphere'`` (uniform on the unit sphere of all elements as one vector) or ``'rademacher'`` (±1 with
+                equal probability).
             variance: how the spread is set (one value or one per tensor); None keeps the defaults above.
                 It *multiplies* normal and rademacher samples, *is* the variance of the uniform samples
-                (bounds ``±√(3·variance)``), and makes the sphere radius ``variance·√n``.
+                (bounds ``±√(3·variance)``), and makes the sphere radius ``variance·√n`` (``n`` = :meth:`global_numel`).
             generator: random generator, for reproducible samples.
         """
         if distribution in ("normal", "gaussian"):
@@ -817,8 +817,10 @@ class TensorList(list[Tensor]):
                 bound = maybe_numberlist(variance).mul(3) ** 0.5 if _is_seq(variance) else math.sqrt(3 * variance)
             return self.uniform_like(-bound, bound, generator=generator, **kwargs)
         if distribution == "sphere":
-            scale = 1 if variance is None else maybe_numberlist(variance)
-            return self.sphere_like(scale * math.sqrt(self.global_numel()), generator=generator, **kwargs)
+            if variance is None:  # the unit sphere
+                return self.sphere_like(1, generator=generator, **kwargs)
+            return self.sphere_like(maybe_numberlist(variance) * math.sqrt(self.global_numel()), generator=generator,
+                                    **kwargs)
         if distribution == "rademacher":
             sample = self.rademacher_like(generator=generator, **kwargs)
             return sample if variance is None else sample.mul_(maybe_numberlist(variance))
