@@ -322,3 +322,13 @@ SWEEP = {
 @pytest.mark.parametrize("name", list(SWEEP))
 def test_sweep(name):
     check_module(SWEEP[name])
+
+
+def test_identity_get_h():
+    params = [torch.zeros(2, 3, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)]
+    var = Var(params=params, closure=None, model=None, current_step=0)
+    H = tz.m.Identity().get_H(var)
+    assert H.size() == (10, 10)
+    v = torch.randn(10, dtype=torch.float64)
+    torch.testing.assert_close(H.matvec(v), v)
+    torch.testing.assert_close(H.to_tensor(), torch.eye(10, dtype=torch.float64))

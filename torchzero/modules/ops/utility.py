@@ -7,6 +7,7 @@ import torch
 
 from ...core import Module, Var
 from ...utils.foreach import scalar_or_list
+from ...utils.linalg.linear_operator import ScaledIdentity
 from ...utils.tensorlist import Distributions, TensorList
 
 
@@ -166,13 +167,19 @@ class RandomSample(Module):
 
 
 class Identity(Module):
-    """Does nothing: accepts and ignores any arguments and returns ``var`` unchanged."""
+    """Does nothing: accepts and ignores any arguments and returns ``var`` unchanged. As a curvature module it is
+    the identity "Hessian": ``get_H`` returns ``ScaledIdentity(1)`` over all parameters."""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__({})
 
     def step(self, var: Var) -> Var:
         return var
+
+    def get_H(self, var: Var) -> ScaledIdentity:
+        n = sum(p.numel() for p in var.params)
+        p0 = var.params[0]
+        return ScaledIdentity(1.0, shape=(n, n), device=p0.device, dtype=p0.dtype)
 
 
 Noop = Identity
