@@ -255,3 +255,38 @@ def test_add_param_group_after_init():
     a.grad, b.grad = torch.ones(1), torch.ones(1)
     opt.step()
     assert float(a) == -1.0 and float(b) == -0.5
+
+
+class MoveAndRecord(Module):
+    """Moves x to x/2 itself, evaluates the objective there and records it (like a line search's direct path)."""
+
+    def step(self, var):
+        with torch.no_grad():
+            for p in var.params:
+                p.mul_(0.5)
+        loss = var.closure()
+        var.set_result_evaluation(loss, [p.grad for p in var.params])
+        var.stop = var.skip_update = True
+        return var
+
+
+def test_result_evaluation_reused_by_next_step():
+    x = torch.tensor([4.0], requires_grad=True)
+    opt = tz.Modular([x], tz.m.Grad(), MoveAndRecord())
+    calls = []
+    closure = quad_closure(opt, [x], calls)
+
+    first = opt.step(closure)  # evaluates at 4 (Grad) and at 2 (MoveAndRecord)
+    assert calls == [True, True] and float(first.detach()) == 16.0
+    second = opt.step(closure)  # the loss and gradient at 2 are reused, only x=1 is evaluated
+    assert calls == [True, True, True] and float(second) == 4.0
+    assert opt.num_evaluations == 3
+
+    # another closure object: no reuse
+    opt.step(quad_closure(opt, [x], calls))
+    assert len(calls) == 5
+    # parameters modified in between: no reuse
+    with torch.no_grad():
+        x.add_(1.0)
+    opt.step(closure)
+    assert len(calls) == 7

@@ -130,6 +130,7 @@ class Modular(torch.optim.Optimizer):
 
         self._synced_version = -1
         self._params_cache: tuple[list[torch.Tensor], tuple[int, ...]] | None = None
+        self._result_cache: tuple[Callable, list[torch.Tensor], tuple[int, ...], Any, Any] | None = None
 
     # ------------------------------------------------------------------ parameter groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -250,6 +251,11 @@ class Modular(torch.optim.Optimizer):
             loss: loss at the current point, if known.
             **kwargs: stored in ``var.storage`` for modules that use them.
 
+        When a module of the previous step evaluated the objective at exactly the parameters that step left (a
+        line search accepting a trial point), and this step is called with the same closure object and unchanged
+        parameters, that loss and gradient are reused instead of evaluating the closure again. So pass a new closure
+        (or none) when the objective changes between steps, e.g. with mini-batches.
+
         Returns:
             the value returned by the first closure call of this step (None without a closure).
         """
@@ -265,6 +271,9 @@ class Modular(torch.optim.Optimizer):
             # assume backward has been called, gather grads
             var.grad = _grads_or_zeros(params)
             self.num_evaluations += 1
+        elif loss is None:
+            self._seed_from_previous_result(var, closure)
+        self._result_cache = None
 
         modules = self.modules
         n_modules = len(modules)
@@ -292,6 +301,9 @@ class Modular(torch.optim.Optimizer):
             update = var.get_update()
             with torch.no_grad():
                 torch._foreach_sub_(params, update)
+        elif var.result_loss is not None and closure is not None:
+            self._result_cache = (closure, params, tuple(p._version for p in params), var.result_loss,
+                                  var.result_grad)
 
         if var.attrs:
             self.attrs.update(var.attrs)
@@ -303,6 +315,24 @@ class Modular(torch.optim.Optimizer):
 
         self.current_step += 1
         return self._closure_return
+
+    def _seed_from_previous_result(self, var: Var, closure: Callable) -> None:
+        """Reuses the loss/gradient that the previous step evaluated at the parameters it left (see
+        ``Var.set_result_evaluation``), if this step has the same closure object and the parameters are unchanged.
+        """
+        cache = self._result_cache
+        if cache is None:
+            return
+        cached_closure, cached_params, versions, loss, grad = cache
+        if cached_closure is not closure or cached_params is not var.params:
+            return
+        if tuple(p._version for p in var.params) != versions:
+            return
+        var.loss = var.loss_approx = loss
+        if grad is not None:
+            var.grad = grad
+        self._closure_return = loss
+        self._closure_returned = True
 
     def __repr__(self) -> str:
         return f"Modular({', '.join(str(m) for m in self.modules)})"

@@ -137,6 +137,13 @@ class Var:
         self.should_terminate: bool | None = None
         """Termination flag; ``Modular.should_terminate`` is set to this after each step if not None."""
 
+        self.result_loss: torch.Tensor | Any | None = None
+        """Loss at the parameters this step leaves, if a module evaluated it there (e.g. a line search that
+        accepted a trial point). Set it together with ``result_grad`` via ``set_result_evaluation``."""
+
+        self.result_grad: list[torch.Tensor] | None = None
+        """Gradient at the parameters this step leaves, see ``result_loss``."""
+
     # ------------------------------------------------------------------ lazy evaluation
     def _require_closure(self, what: str) -> Callable:
         if self.closure is None:
@@ -245,6 +252,16 @@ class Var:
             self.grad = var.grad
         if var.should_terminate is not None:
             self.should_terminate = var.should_terminate
+
+    def set_result_evaluation(self, loss: Any, grad: list[torch.Tensor] | None) -> None:
+        """Records the loss (and gradient, if known) evaluated at exactly the parameter values this step leaves.
+
+        ``Modular`` then seeds the next step with them instead of evaluating the closure again, provided the next
+        step is called with the same closure object and the parameters were not modified in between. The values
+        are copied, so later in-place changes of ``p.grad`` don't affect them.
+        """
+        self.result_loss = loss.detach().clone() if isinstance(loss, torch.Tensor) else loss
+        self.result_grad = None if grad is None else [g.detach().clone() for g in grad]
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clears ``p.grad`` of all parameters (sets to None, or fills with zeros)."""
