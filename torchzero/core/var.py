@@ -165,14 +165,17 @@ class Var:
         """Returns the loss at current parameters, computing it if it hasn't been computed already and
         assigning ``var.loss``. With ``backward=True`` the gradient is computed too and assigned to ``var.grad``
         (zeros for parameters that got none). Do not call this at perturbed parameters."""
+        evaluated_plain_backward = False
         if self.loss is None:
             self._evaluate(backward, retain_graph, create_graph)
+            evaluated_plain_backward = backward and not (retain_graph or create_graph)
 
         elif backward and self.grad is None:
             # the loss is known, but was evaluated without backward; one more evaluation is unavoidable
             warnings.warn("get_loss was called with backward=False, and then with backward=True, so the closure "
                           "was evaluated twice where it could have been evaluated once.", stacklevel=2)
             self._evaluate(True, retain_graph, create_graph)
+            evaluated_plain_backward = not (retain_graph or create_graph)
 
         if self.parent is not None:
             # a projection's closure evaluates the real closure, which sets the real parameters' grads
@@ -181,7 +184,9 @@ class Var:
                 parent.loss = self.loss
             if parent.loss_approx is None:
                 parent.loss_approx = self.loss
-            if backward and parent.grad is None:
+            # only a plain `closure()` call sets .grad of all the real parameters; with retain/create_graph the
+            # gradient is computed for this Var's parameters only
+            if evaluated_plain_backward and parent.grad is None:
                 if all(p.grad is None for p in parent.params):
                     warnings.warn("Parent grad is None after backward.", stacklevel=2)
                 parent.grad = _grads_or_zeros(parent.params)

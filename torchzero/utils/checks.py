@@ -31,3 +31,17 @@ def check_positive(owner: str, name: str, value: Any) -> None:
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{owner}: {name} must be one of {choices}, got {value!r}")
+
+
+def check_int(owner: str, name: str, value: Any, low: int = 1) -> None:
+    """Raises ``TypeError``/``ValueError`` naming ``owner`` unless ``value`` is an int ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{owner}: {name} must be >= {low}, got {value}")
+
+
+def check_bool(owner: str, name: str, value: Any) -> None:
+    """Raises ``TypeError`` naming ``owner`` unless ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{owner}: {name} must be a bool, got {type(value).__name__}")

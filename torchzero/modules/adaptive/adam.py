@@ -5,9 +5,9 @@ from collections.abc import Sequence
 
 import torch
 
-from ...core import Chainable, Transform, Var
+from ...core import Chainable
 from ...utils.foreach import Scalars, combine, scalar_or_list
-from ..step_size.lr import finish_direct_step, lrs_for_direct_step
+from ..step_size.lr import DirectStepTransform, div_scaled_or_step_
 
 
 def _pow_scalar(x: Scalars, p: float) -> Scalars:
@@ -71,20 +71,10 @@ def adam_step(
     bc1 = combine(1, _pow_scalar(beta1, step), lambda a, b: a - b) if debiased else 1.0
     step_size = combine(alpha, bc1, lambda a, b: a / b)
 
-    if params_ is not None:
-        assert lrs is not None
-        scalars = [-(lr * s) for lr, s in zip(lrs, step_size)] if isinstance(step_size, list) else \
-            [-(lr * step_size) for lr in lrs]
-        torch._foreach_addcdiv_(params_, exp_avg_, denom, scalars)
-        return None
-
-    out = list(torch._foreach_div(exp_avg_, denom))
-    if isinstance(step_size, list) or step_size != 1:
-        torch._foreach_mul_(out, step_size)
-    return out
+    return div_scaled_or_step_(exp_avg_, denom, step_size, params_=params_, lrs=lrs)
 
 
-class Adam(Transform):
+class Adam(DirectStepTransform):
     """Adam: adaptive moment estimation (and AMSGrad), with torch's formula.
 
     State ``'exp_avg'`` m, ``'exp_avg_sq'`` v, ``'max_exp_avg_sq'`` (amsgrad). Each step, with t the number of steps:
@@ -133,7 +123,6 @@ class Adam(Transform):
             raise ValueError(f"Adam: pow must be positive, got {pow}")
         defaults = dict(beta1=beta1, beta2=beta2, eps=eps, amsgrad=amsgrad, alpha=alpha, pow=pow, debiased=debiased)
         super().__init__(defaults, uses_grad=False, inner=inner)
-        self._direct_lrs: list[float] | None = None
 
     def update_tensors(self, tensors, params, grads, loss, states, settings):
         self.global_state["step"] = self.global_state.get("step", 0) + 1
@@ -159,14 +148,3 @@ class Adam(Transform):
                         eps=scalar_or_list(eps), alpha=scalar_or_list(alpha), pow=s0["pow"], debiased=s0["debiased"],
                         params_=params if direct is not None else None, lrs=direct)
         return tensors if out is None else out
-
-    def step(self, var: Var) -> Var:
-        lrs = lrs_for_direct_step(self, var) if self._inner is None else None
-        if lrs is None:
-            return super().step(var)
-        self._direct_lrs = lrs
-        try:
-            super().step(var)
-        finally:
-            self._direct_lrs = None
-        return finish_direct_step(var)

@@ -85,41 +85,53 @@ def _norm_multipliers(tensors: list[torch.Tensor], target: float | list[float], 
     return out
 
 
-def _apply_multipliers_(tensors: list[torch.Tensor], factors: list[torch.Tensor | float]) -> list[torch.Tensor]:
-    scalar_idx = [i for i, f in enumerate(factors) if isinstance(f, torch.Tensor) and f.ndim == 0]
-    if len(scalar_idx) == len(tensors):
-        torch._foreach_mul_(tensors, factors)  # type: ignore[arg-type]
-        return tensors
+def _apply_multipliers(tensors: list[torch.Tensor], factors: list[torch.Tensor | float], inplace: bool
+                       ) -> list[torch.Tensor]:
+    """``tensors * factors`` per tensor (0-d tensor, broadcastable tensor or 1.0), in place or as new tensors."""
+    if all(isinstance(f, torch.Tensor) and f.ndim == 0 for f in factors):
+        if inplace:
+            torch._foreach_mul_(tensors, factors)  # type: ignore[arg-type]
+            return tensors
+        return list(torch._foreach_mul(tensors, factors))  # type: ignore[arg-type]
+    out = []
     for t, f in zip(tensors, factors):
-        if not (isinstance(f, float) and f == 1.0):
-            t.mul_(f)
-    return tensors
+        if isinstance(f, float) and f == 1.0:
+            out.append(t if inplace else t.clone())
+        else:
+            out.append(t.mul_(f) if inplace else t * f)
+    return out
 
 
-def clip_norm_(tensors: list[torch.Tensor], max_norm: float | list[float], ord: Metrics = 2, dim: Dim = None,
-               inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
-    """Multiplies each slice of ``tensors`` in place by ``min(1, max_norm / ‖slice‖_ord)``."""
+def _scale_all(tensors: list[torch.Tensor], factor: torch.Tensor, inplace: bool) -> list[torch.Tensor]:
+    factors = list(factor.unbind()) if factor.ndim else factor
+    if inplace:
+        torch._foreach_mul_(tensors, factors)
+        return tensors
+    return list(torch._foreach_mul(tensors, factors))
+
+
+def clip_norm(tensors: list[torch.Tensor], max_norm: float | list[float], ord: Metrics = 2, dim: Dim = None,
+              inverse_dims: bool = False, min_size: int = 1, inplace: bool = False) -> list[torch.Tensor]:
+    """Multiplies each slice of ``tensors`` by ``min(1, max_norm / ‖slice‖_ord)`` (in place if ``inplace``)."""
     if dim == "global":
         norm = TensorList(tensors).global_metric(ord)
         factor = (torch.as_tensor(max_norm, dtype=norm.dtype, device=norm.device) / norm).clamp(max=1)
         factor = torch.where(norm == 0, torch.ones_like(factor), factor)
-        torch._foreach_mul_(tensors, list(factor.unbind()) if factor.ndim else factor)
-        return tensors
-    return _apply_multipliers_(tensors, _norm_multipliers(tensors, max_norm, ord, dim, inverse_dims, min_size,
-                                                          clip=True))
+        return _scale_all(tensors, factor, inplace)
+    return _apply_multipliers(tensors, _norm_multipliers(tensors, max_norm, ord, dim, inverse_dims, min_size,
+                                                         clip=True), inplace)
 
 
-def normalize_(tensors: list[torch.Tensor], norm_value: float | list[float], ord: Metrics = 2, dim: Dim = None,
-               inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
-    """Multiplies each slice of ``tensors`` in place by ``norm_value / ‖slice‖_ord``."""
+def normalize(tensors: list[torch.Tensor], norm_value: float | list[float], ord: Metrics = 2, dim: Dim = None,
+              inverse_dims: bool = False, min_size: int = 1, inplace: bool = False) -> list[torch.Tensor]:
+    """Multiplies each slice of ``tensors`` by ``norm_value / ‖slice‖_ord`` (in place if ``inplace``)."""
     if dim == "global":
         norm = TensorList(tensors).global_metric(ord)
         factor = torch.as_tensor(norm_value, dtype=norm.dtype, device=norm.device) / norm
         factor = torch.where(norm == 0, torch.ones_like(factor), factor)
-        torch._foreach_mul_(tensors, list(factor.unbind()) if factor.ndim else factor)
-        return tensors
-    return _apply_multipliers_(tensors, _norm_multipliers(tensors, norm_value, ord, dim, inverse_dims, min_size,
-                                                          clip=False))
+        return _scale_all(tensors, factor, inplace)
+    return _apply_multipliers(tensors, _norm_multipliers(tensors, norm_value, ord, dim, inverse_dims, min_size,
+                                                         clip=False), inplace)
 
 
 def _check_dim(owner: str, dim: Dim, min_size: int) -> None:
@@ -182,6 +194,8 @@ class ClipNorm(Transform):
         ```
     """
 
+    _readonly_input = True
+
     def __init__(self, max_norm: float, ord: Metrics = 2, dim: Dim = None, inverse_dims: bool = False,
                  min_size: int = 1, target: Target = "update"):
         if max_norm < 0:
@@ -194,7 +208,7 @@ class ClipNorm(Transform):
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         s0 = settings[0]
         max_norm = scalar_or_list(self.unpack_settings(settings, "max_norm"))
-        return clip_norm_(tensors, max_norm, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
+        return clip_norm(tensors, max_norm, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
                           min_size=s0["min_size"])
 
 
@@ -218,6 +232,8 @@ class Normalize(Transform):
         ```
     """
 
+    _readonly_input = True
+
     def __init__(self, norm_value: float = 1, ord: Metrics = 2, dim: Dim = None, inverse_dims: bool = False,
                  min_size: int = 1, target: Target = "update"):
         _as_ord(ord) if not isinstance(ord, torch.Tensor) else None
@@ -228,5 +244,17 @@ class Normalize(Transform):
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         s0 = settings[0]
         norm_value = scalar_or_list(self.unpack_settings(settings, "norm_value"))
-        return normalize_(tensors, norm_value, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
+        return normalize(tensors, norm_value, ord=s0["ord"], dim=s0["dim"], inverse_dims=s0["inverse_dims"],
                           min_size=s0["min_size"])
+
+
+def clip_norm_(tensors: list[torch.Tensor], max_norm: float | list[float], ord: Metrics = 2, dim: Dim = None,
+               inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
+    """``clip_norm`` in place."""
+    return clip_norm(tensors, max_norm, ord, dim, inverse_dims, min_size, inplace=True)
+
+
+def normalize_(tensors: list[torch.Tensor], norm_value: float | list[float], ord: Metrics = 2, dim: Dim = None,
+               inverse_dims: bool = False, min_size: int = 1) -> list[torch.Tensor]:
+    """``normalize`` in place."""
+    return normalize(tensors, norm_value, ord, dim, inverse_dims, min_size, inplace=True)

@@ -1,11 +1,14 @@
 """Constant step sizes: ``LR`` and ``StepSize``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 from ...core import Module, Transform, Var
 from ...utils.checks import check_non_negative
-from ...utils.foreach import scale_, sub_scaled_
+from ...utils.foreach import Scalars, scale_, sub_scaled_
 
 
 def lrs_for_direct_step(module: Module, var: Var) -> list[float] | None:
@@ -26,12 +29,70 @@ def lrs_for_direct_step(module: Module, var: Var) -> list[float] | None:
     return var.last_module_lrs
 
 
+def may_move_params(module: Module, var: Var) -> bool:
+    """Whether ``module`` may leave the parameters moved itself (the "direct path" of catalog ops_misc 0.2).
+
+    True when the optimizer marked the module as last (``var.is_last`` for a module without children,
+    ``var.nested_is_last`` for one with children), no learning-rate module follows it
+    (``var.last_module_lrs is None``) and it is the last top-level module of the ``Modular`` (so a module nested
+    in a ``Chain`` that merely inherits the flag from the chain does not qualify).
+    """
+    if not (var.is_last or var.nested_is_last) or var.skip_update or var.last_module_lrs is not None:
+        return False
+    modular = var.modular
+    if modular is None:
+        return True
+    return modular.modules[-1] is module
+
+
 def finish_direct_step(var: Var) -> Var:
     """Marks that the parameters were already updated by a module (see ``lrs_for_direct_step``)."""
     var.update = None
     var.stop = True
     var.skip_update = True
     return var
+
+
+def div_scaled_or_step_(
+    num: Sequence[torch.Tensor],
+    denom: list[torch.Tensor],
+    scale: Scalars,
+    params_: list[torch.Tensor] | None = None,
+    lrs: Sequence[float] | None = None,
+) -> list[torch.Tensor] | None:
+    """``scale · num / denom`` as new tensors, or, if ``params_`` and ``lrs`` are given, the step
+    ``params_ -= lr · scale · num / denom`` applied in place with one ``addcdiv`` (then None is returned)."""
+    if params_ is not None:
+        assert lrs is not None
+        if isinstance(scale, list):
+            scalars = [-(lr * s) for lr, s in zip(lrs, scale)]
+        else:
+            scalars = [-(lr * scale) for lr in lrs]
+        torch._foreach_addcdiv_(params_, num, denom, scalars)
+        return None
+    out = list(torch._foreach_div(num, denom))
+    scale_(out, scale)
+    return out
+
+
+class DirectStepTransform(Transform):
+    """A ``Transform`` that may apply its step to the parameters itself when it is right before a final ``LR``
+    (see ``step_size.lr.lrs_for_direct_step``). During such a step ``self._direct_lrs`` holds the per-parameter
+    learning rates; ``apply_tensors`` then updates the parameters (e.g. with ``div_scaled_or_step_``) and may
+    return anything. Without ``inner`` and with ``target='update'`` only."""
+
+    _direct_lrs: list[float] | None = None
+
+    def step(self, var: Var) -> Var:
+        lrs = lrs_for_direct_step(self, var) if self._inner is None and self._target == "update" else None
+        if lrs is None:
+            return super().step(var)
+        self._direct_lrs = lrs
+        try:
+            super().step(var)
+        finally:
+            self._direct_lrs = None
+        return finish_direct_step(var)
 
 
 class LR(Transform):
