@@ -31,8 +31,9 @@ def combine(a: Scalars, b: Scalars, fn) -> Scalars:
     return fn(a, b)
 
 
-def add_scaled_(tensors_: list[torch.Tensor], other: Sequence[torch.Tensor], scale: Scalars) -> None:
-    """``tensors_ += scale * other`` in place, with a scalar or per-tensor scale."""
+def add_scaled_(tensors_: list[torch.Tensor], other: Sequence[torch.Tensor],
+                scale: Scalars | Sequence[torch.Tensor]) -> None:
+    """``tensors_ += scale * other`` in place, with a scalar or per-tensor scale (numbers or 0-d tensors)."""
     if isinstance(scale, list):
         torch._foreach_add_(tensors_, torch._foreach_mul(other, scale))
     elif scale == 1:

@@ -1,3 +1,5 @@
+from .direct import DirectWeightDecay
+from .relative import RelativeWeightDecay
 from .weight_decay import WeightDecay
 
-__all__ = ["WeightDecay"]
+__all__ = ["DirectWeightDecay", "RelativeWeightDecay", "WeightDecay"]
