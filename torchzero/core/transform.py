@@ -283,6 +283,8 @@ class Transform(Module, ABC):
         if self._uses_grad or self._target == "grad":
             var.get_grad()
         if self._uses_loss:
+            if var.loss is None:
+                self._require_closure(var)
             var.get_loss(False)
 
     def update(self, var: Var) -> None:
