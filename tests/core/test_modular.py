@@ -290,3 +290,24 @@ def test_result_evaluation_reused_by_next_step():
         x.add_(1.0)
     opt.step(closure)
     assert len(calls) == 7
+
+
+def test_result_evaluation_reused_with_bound_method_closure():
+    class Problem:
+        def __init__(self):
+            self.x = torch.tensor([4.0], requires_grad=True)
+            self.calls = 0
+
+        def closure(self, backward=True):
+            self.calls += 1
+            loss = (self.x**2).sum()
+            if backward:
+                self.x.grad = None
+                loss.backward()
+            return loss
+
+    prob = Problem()
+    opt = tz.Modular([prob.x], tz.m.Grad(), MoveAndRecord())
+    opt.step(prob.closure)
+    opt.step(prob.closure)
+    assert prob.calls == 3

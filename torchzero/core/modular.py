@@ -1,7 +1,9 @@
 """``Modular``: the ``torch.optim.Optimizer`` that runs a chain of modules."""
 from __future__ import annotations
 
+import inspect
 import warnings
+import weakref
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -130,7 +132,7 @@ class Modular(torch.optim.Optimizer):
 
         self._synced_version = -1
         self._params_cache: tuple[list[torch.Tensor], tuple[int, ...]] | None = None
-        self._result_cache: tuple[Callable, list[torch.Tensor], tuple[int, ...], Any, Any] | None = None
+        self._result_cache: tuple[weakref.ref | weakref.WeakMethod, list[torch.Tensor], tuple[int, ...], Any, Any] | None = None
 
     # ------------------------------------------------------------------ parameter groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -254,7 +256,9 @@ class Modular(torch.optim.Optimizer):
         When a module of the previous step evaluated the objective at exactly the parameters that step left (a
         line search accepting a trial point), and this step is called with the same closure object and unchanged
         parameters, that loss and gradient are reused instead of evaluating the closure again. So pass a new closure
-        (or none) when the objective changes between steps, e.g. with mini-batches.
+        (or none) when the objective changes between steps, e.g. with mini-batches. Parameter changes are detected
+        through the tensors' version counters, which in-place operations on the parameters increment; changes made
+        through ``p.data`` are not seen.
 
         Returns:
             the value returned by the first closure call of this step (None without a closure).
@@ -302,8 +306,13 @@ class Modular(torch.optim.Optimizer):
             with torch.no_grad():
                 torch._foreach_sub_(params, update)
         elif var.result_loss is not None and closure is not None:
-            self._result_cache = (closure, params, tuple(p._version for p in params), var.result_loss,
-                                  var.result_grad)
+            try:  # a weak reference: the cache must not keep a closure (and the batch it captured) alive
+                closure_ref = weakref.WeakMethod(closure) if inspect.ismethod(closure) else weakref.ref(closure)
+            except TypeError:
+                closure_ref = None
+            if closure_ref is not None:
+                self._result_cache = (closure_ref, params, tuple(p._version for p in params), var.result_loss,
+                                      var.result_grad)
 
         if var.attrs:
             self.attrs.update(var.attrs)
@@ -323,8 +332,9 @@ class Modular(torch.optim.Optimizer):
         cache = self._result_cache
         if cache is None:
             return
-        cached_closure, cached_params, versions, loss, grad = cache
-        if cached_closure is not closure or cached_params is not var.params:
+        closure_ref, cached_params, versions, loss, grad = cache
+        cached_closure = closure_ref()
+        if cached_closure is None or cached_closure != closure or cached_params is not var.params:
             return
         if tuple(p._version for p in var.params) != versions:
             return
