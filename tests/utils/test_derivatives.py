@@ -573,3 +573,23 @@ def test_float32():
     torch.testing.assert_close(d, pb.grad() @ flat(v), rtol=1e-5, atol=1e-5)
     _, d = jvp_fd_central(pb.f, pb.params, v, h=1e-2, normalize=True)
     torch.testing.assert_close(d, pb.grad() @ flat(v), rtol=1e-2, atol=1e-2)
+
+
+def test_closure_wrapper_with_kwargs_is_called_without_backward():
+    from torchzero.utils.derivatives import _call_without_backward
+
+    calls = []
+
+    def closure(backward=True):
+        calls.append(backward)
+        return torch.tensor(1.0)
+
+    def wrapper(*args, **kwargs):  # like Modular's evaluation counter
+        return closure(*args, **kwargs)
+
+    def positional(*args):
+        return closure(*args)
+
+    _call_without_backward(wrapper)
+    _call_without_backward(positional)
+    assert calls == [False, False]

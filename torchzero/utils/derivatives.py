@@ -70,13 +70,17 @@ def _zero_jacobian(n_out: int, w: torch.Tensor) -> torch.Tensor:
 
 
 def _call_without_backward(fn: Callable[..., Any]) -> Any:
-    """Calls ``fn(backward=False)`` if ``fn`` accepts ``backward``, else ``fn()``."""
+    """Calls ``fn(backward=False)`` if ``fn`` accepts ``backward`` (by name or through ``**kwargs``, as the closure
+    wrapper of ``Modular`` does), ``fn(False)`` if it takes ``*args`` only, else ``fn()``."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins and some C callables have no signature
         return fn()
-    if "backward" in parameters:
+    kinds = {p.kind for p in parameters.values()}
+    if "backward" in parameters or inspect.Parameter.VAR_KEYWORD in kinds:
         return fn(backward=False)
+    if inspect.Parameter.VAR_POSITIONAL in kinds:
+        return fn(False)
     return fn()
 
 
