@@ -1,4 +1,5 @@
 """All modules, exported as ``torchzero.m.<Name>``."""
+from . import experimental
 from .adaptive import *  # noqa: F403
 from .clipping import *  # noqa: F403
 from .conjugate_gradient import *  # noqa: F403
@@ -7,6 +8,7 @@ from .line_search import *  # noqa: F403
 from .misc import *  # noqa: F403
 from .momentum import *  # noqa: F403
 from .ops import *  # noqa: F403
+from .projections import *  # noqa: F403
 from .quasi_newton import *  # noqa: F403
 from .restarts import *  # noqa: F403
 from .smoothing import *  # noqa: F403

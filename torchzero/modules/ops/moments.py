@@ -8,11 +8,11 @@ from ...utils.foreach import Scalars, combine, scalar_or_list
 from ..adaptive.adam import adam_second_moment_
 
 
-def _buffers(states: list[dict], tensors: list[torch.Tensor], key: str) -> list[torch.Tensor]:
+def moment_buffers(states: list[dict], tensors: list[torch.Tensor], key: str) -> list[torch.Tensor]:
     return [s[key] if key in s else s.setdefault(key, torch.zeros_like(t)) for s, t in zip(states, tensors)]
 
 
-def _root_(tensors: list[torch.Tensor], pow: float) -> list[torch.Tensor]:
+def root_(tensors: list[torch.Tensor], pow: float) -> list[torch.Tensor]:
     """``x^(1/pow)`` in place (|x| for pow=1, sqrt for pow=2)."""
     if pow == 2:
         torch._foreach_sqrt_(tensors)
@@ -23,7 +23,7 @@ def _root_(tensors: list[torch.Tensor], pow: float) -> list[torch.Tensor]:
     return tensors
 
 
-def _debias_root_(tensors: list[torch.Tensor], beta: Scalars, step: int, pow: float) -> None:
+def debias_root_(tensors: list[torch.Tensor], beta: Scalars, step: int, pow: float) -> None:
     """Divides by ``(1 − βᵏ)^(1/pow)`` in place."""
     torch._foreach_div_(tensors, combine(beta, pow, lambda b, p: (1 - b**step) ** (1 / p)))
 
@@ -45,10 +45,10 @@ class EMASquared(Transform):
 
     def _second_moment(self, tensors, states, settings) -> list[torch.Tensor]:
         s0 = settings[0]
-        v = _buffers(states, tensors, "exp_avg_sq")
+        v = moment_buffers(states, tensors, "exp_avg_sq")
         adam_second_moment_(tensors, v, scalar_or_list(self.unpack_settings(settings, "beta")), pow=s0["pow"])
         if s0["amsgrad"]:
-            vmax = _buffers(states, tensors, "max_exp_avg_sq")
+            vmax = moment_buffers(states, tensors, "max_exp_avg_sq")
             torch._foreach_maximum_(vmax, v)
             return vmax
         return v
@@ -73,9 +73,9 @@ class SqrtEMASquared(EMASquared):
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         step = self.global_state["step"] = self.global_state.get("step", 0) + 1
         s0 = settings[0]
-        out = _root_([t.clone() for t in self._second_moment(tensors, states, settings)], s0["pow"])
+        out = root_([t.clone() for t in self._second_moment(tensors, states, settings)], s0["pow"])
         if s0["debiased"]:
-            _debias_root_(out, scalar_or_list(self.unpack_settings(settings, "beta")), step, s0["pow"])
+            debias_root_(out, scalar_or_list(self.unpack_settings(settings, "beta")), step, s0["pow"])
         return out
 
 
@@ -99,12 +99,12 @@ class CenteredEMASquared(Transform):
     def _centered(self, tensors, states, settings) -> list[torch.Tensor]:
         s0 = settings[0]
         beta = scalar_or_list(self.unpack_settings(settings, "beta"))
-        v = _buffers(states, tensors, "exp_avg_sq")
-        m = _buffers(states, tensors, "exp_avg")
+        v = moment_buffers(states, tensors, "exp_avg_sq")
+        m = moment_buffers(states, tensors, "exp_avg")
         adam_second_moment_(tensors, v, beta, pow=s0["pow"])
         torch._foreach_lerp_(m, tensors, combine(1, beta, lambda a, b: a - b))
         if s0["amsgrad"]:
-            vmax = _buffers(states, tensors, "max_exp_avg_sq")
+            vmax = moment_buffers(states, tensors, "max_exp_avg_sq")
             torch._foreach_maximum_(vmax, v)
             c = torch._foreach_addcmul(vmax, m, m, value=-1)
             torch._foreach_maximum_(vmax, c)
@@ -131,9 +131,9 @@ class CenteredSqrtEMASquared(CenteredEMASquared):
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         step = self.global_state["step"] = self.global_state.get("step", 0) + 1
         s0 = settings[0]
-        out = _root_(self._centered(tensors, states, settings), s0["pow"])
+        out = root_(self._centered(tensors, states, settings), s0["pow"])
         if s0["debiased"]:
-            _debias_root_(out, scalar_or_list(self.unpack_settings(settings, "beta")), step, s0["pow"])
+            debias_root_(out, scalar_or_list(self.unpack_settings(settings, "beta")), step, s0["pow"])
         return out
 
 
@@ -180,5 +180,5 @@ class Debias2(Transform):
 
     def apply_tensors(self, tensors, params, grads, loss, states, settings):
         step = self.global_state["step"] = self.global_state.get("step", 0) + 1
-        _debias_root_(tensors, scalar_or_list(self.unpack_settings(settings, "beta")), step, settings[0]["pow"])
+        debias_root_(tensors, scalar_or_list(self.unpack_settings(settings, "beta")), step, settings[0]["pow"])
         return tensors
