@@ -4,6 +4,7 @@ from .adaptive import *  # noqa: F403
 from .clipping import *  # noqa: F403
 from .conjugate_gradient import *  # noqa: F403
 from .grad_approximation import *  # noqa: F403
+from .higher_order import *  # noqa: F403
 from .line_search import *  # noqa: F403
 from .misc import *  # noqa: F403
 from .momentum import *  # noqa: F403
@@ -11,6 +12,7 @@ from .ops import *  # noqa: F403
 from .projections import *  # noqa: F403
 from .quasi_newton import *  # noqa: F403
 from .restarts import *  # noqa: F403
+from .second_order import *  # noqa: F403
 from .smoothing import *  # noqa: F403
 from .step_size import *  # noqa: F403
 from .termination import *  # noqa: F403

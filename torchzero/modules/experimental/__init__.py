@@ -5,8 +5,11 @@ from .curveball import CurveBall
 from .ema_squared import NesterovEMASquared, PrecenteredEMASquared, SqrtNesterovEMASquared
 from .fft import FFTProjection
 from .gradmin import GradMin
+from .newton_newton import NewtonNewton
+from .newton_solver import NewtonSolver
 from .reduce_outward_lr import ReduceOutwardLR
+from .scipy_newton_cg import ScipyNewtonCG
 from .tensorize import TensorizeProjection
 
-__all__ = ["BlockPartition", "CoordinateMomentum", "CurveBall", "FFTProjection", "GradMin", "NesterovEMASquared",
+__all__ = ["BlockPartition", "CoordinateMomentum", "CurveBall", "FFTProjection", "GradMin", "NesterovEMASquared", "NewtonNewton", "NewtonSolver", "ScipyNewtonCG",
            "PrecenteredEMASquared", "ReduceOutwardLR", "SqrtNesterovEMASquared", "TensorizeProjection"]

@@ -11,11 +11,23 @@ from .matrix_funcs import (
     singular_vals_func,
     solve_psd_eigh,
 )
+from .nystrom import nystrom_approximation, nystrom_from_sketch, nystrom_pcg, nystrom_sketch_and_solve
 from .orthogonalize import NS_COEFFS, orthogonalize, svd_orthogonalize, zeropower_via_newtonschulz5
 from .qr import gram_schmidt, qr_householder
+from .solve import CG, cg, find_within_trust_radius, minres
 from .svd import randomized_svd
+from .x_inv import x_inv
 
 __all__ = [
+    "CG",
+    "cg",
+    "find_within_trust_radius",
+    "minres",
+    "nystrom_approximation",
+    "nystrom_from_sketch",
+    "nystrom_pcg",
+    "nystrom_sketch_and_solve",
+    "x_inv",
     "AAT",
     "NS_COEFFS",
     "AtA",
