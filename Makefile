@@ -14,7 +14,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[test,demo,scipy]"
+	$(PY) -m pip install -q -e ".[test,demo,scipy,wrappers]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -101,3 +101,10 @@ def test_unimplemented_names_class():
 
     with pytest.raises(NotImplementedError, match="Bare"):
         Bare().matvec(torch.zeros(1))
+
+
+def test_dense_solve_non_finite_matrix_gives_nan_not_crash():
+    A = torch.eye(3, dtype=torch.float64)
+    A[0, 1] = float("nan")
+    x = Dense(A).solve(torch.ones(3, dtype=torch.float64))
+    assert torch.isnan(x).all()

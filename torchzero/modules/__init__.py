@@ -5,6 +5,7 @@ from .clipping import *  # noqa: F403
 from .conjugate_gradient import *  # noqa: F403
 from .grad_approximation import *  # noqa: F403
 from .higher_order import *  # noqa: F403
+from .least_squares import *  # noqa: F403
 from .line_search import *  # noqa: F403
 from .misc import *  # noqa: F403
 from .momentum import *  # noqa: F403
@@ -16,6 +17,7 @@ from .second_order import *  # noqa: F403
 from .smoothing import *  # noqa: F403
 from .step_size import *  # noqa: F403
 from .termination import *  # noqa: F403
+from .trust_region import *  # noqa: F403
 from .variance_reduction import *  # noqa: F403
 from .weight_decay import *  # noqa: F403
 from .wrappers import *  # noqa: F403

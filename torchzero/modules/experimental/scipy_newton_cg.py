@@ -15,10 +15,14 @@ from ...utils.torch_tools import vec_to_tensors
 from ..second_order.newton import finite_or_fallback, inner_update
 from ..second_order.newton_cg import HessianProducts, check_hvp
 
-try:  # SciPy is an optional dependency; the default solver needs it
-    from scipy.sparse.linalg import gcrotmk as _gcrotmk
-except ImportError:  # pragma: no cover
-    _gcrotmk = None
+
+def _gcrotmk(*args: Any, **kwargs: Any) -> Any:
+    """``scipy.sparse.linalg.gcrotmk``, imported on first use so that importing torchzero never imports SciPy."""
+    try:
+        from scipy.sparse.linalg import gcrotmk
+    except ImportError as e:  # pragma: no cover
+        raise ImportError("ScipyNewtonCG needs SciPy for its default solver: pip install scipy") from e
+    return gcrotmk(*args, **kwargs)
 
 
 class ScipyNewtonCG(Module):
@@ -54,8 +58,6 @@ class ScipyNewtonCG(Module):
                  hvp_method: Literal["forward", "central", "autograd"] = "autograd", h: float = 0.001,
                  warm_start: bool = False, inner: Chainable | None = None, kwargs: dict | None = None):
         name = type(self).__name__
-        if solver is None:
-            raise ImportError(f"{name} needs SciPy for its default solver: pip install scipy")
         if not callable(solver):
             raise TypeError(f"{name}: solver must be callable, got {type(solver).__name__}")
         check_hvp(name, hvp_method, h)

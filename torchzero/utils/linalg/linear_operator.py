@@ -118,8 +118,8 @@ class LinearOperator(ABC):
             dtype = torch.empty((), dtype=self.dtype).numpy().dtype
         return ScipyLinearOperator(
             shape=self.size(), dtype=dtype,
-            matvec=lambda x: self.matvec(to_torch(x)).detach().cpu().numpy(),
-            rmatvec=lambda x: self.rmatvec(to_torch(x)).detach().cpu().numpy(),
+            matvec=lambda x: self.matvec(to_torch(x)).detach().cpu().numpy().astype(dtype, copy=False),
+            rmatvec=lambda x: self.rmatvec(to_torch(x)).detach().cpu().numpy().astype(dtype, copy=False),
         )
 
 
@@ -150,6 +150,9 @@ class Dense(LinearOperator):
         return self.A @ X
 
     def solve(self, b):
+        """LU solve, least squares if ``A`` is singular; a NaN vector if ``A`` itself is not finite."""
+        if not torch.isfinite(self.A).all():
+            return torch.full_like(b, float("nan"))
         x, info = torch.linalg.solve_ex(self.A, b)
         if info.item() != 0 or not torch.isfinite(x).all():
             x = torch.linalg.lstsq(self.A, b.unsqueeze(-1)).solution.squeeze(-1)
