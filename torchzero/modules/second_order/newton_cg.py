@@ -201,17 +201,18 @@ def loss_at_shifted(closure: Any, params: list[torch.Tensor], d: TensorList) -> 
 
 def trust_radius_update(f: float, f_plus: float, pred: float, step_norm: float, radius: float, eta: float,
                         nplus: float, nminus: float, rho_good: float, rho_bad: float,
-                        boundary_tol: float | None) -> tuple[float, bool]:
+                        boundary_tol: float | None, eps: float = 0.0) -> tuple[float, bool]:
     """The default radius rule of the trust regions (catalog 1.6) with ``radius_fn`` the L2 norm: returns
-    ``(new_radius, success)``.
-
-    ``ρ = (f − f⁺)/max(pred, 2·tiny)``; ``ρ < rho_bad`` or a non-finite ``f⁺`` shrinks the radius to
-    ``nminus·‖d‖``; ``ρ > rho_good`` with the step on the boundary (``(Δ − ‖d‖)/Δ < boundary_tol``, always when
-    ``boundary_tol`` is None) grows it to ``max(Δ, nplus·‖d‖)``. Success is ``ρ > eta`` with a finite ``f⁺``.
+    ``(new_radius, success)``. The ratio ``ρ`` is the trust regions' ``reduction_ratio`` (with its rounding
+    safeguard when ``eps`` is given); ``ρ < rho_bad`` or a non-finite ``f⁺`` shrinks the radius to ``nminus·‖d‖``;
+    ``ρ > rho_good`` with the step on the boundary (``(Δ − ‖d‖)/Δ < boundary_tol``, always when ``boundary_tol`` is
+    None) grows it to ``max(Δ, nplus·‖d‖)``. Success is ``ρ > eta`` with a finite ``f⁺``. Out-of-range radii are
+    left to the caller (which also adapts its tolerance then).
     """
-    tiny2 = 2 * torch.finfo(torch.float64).tiny
+    from ..trust_region.trust_region import reduction_ratio
+
     finite = math.isfinite(f_plus)
-    rho = (f - f_plus) / max(pred, tiny2) if finite else -math.inf
+    rho = reduction_ratio(f, f_plus, pred, torch.finfo(torch.float64).tiny, eps=eps)
     if rho < rho_bad or not finite:
         radius = nminus * step_norm
     elif rho > rho_good and (boundary_tol is None or (radius - step_norm) / radius < boundary_tol):
@@ -353,7 +354,8 @@ class NewtonCGSteihaug(Module):
             f_plus = loss_at_shifted(closure, params, d)
             graph_stale = True
             radius, success = trust_radius_update(f, f_plus, pred, math.sqrt(dd), radius, s["eta"], s["nplus"],
-                                                  s["nminus"], s["rho_good"], s["rho_bad"], s["boundary_tol"])
+                                                  s["nminus"], s["rho_good"], s["rho_bad"], s["boundary_tol"],
+                                                  eps=finfo.eps)
             if radius < 2 * finfo.tiny or not math.isfinite(radius):
                 radius = s["init"]
                 if s["adapt_tol"]:
