@@ -76,7 +76,12 @@ def test_rosenbrock_chains_match_torch():
     results = demo.run_rosenbrock(demo.ROSENBROCK_QUICK_STEPS)
     f0 = float(demo.rosenbrock(torch.tensor(demo.ROSENBROCK_X0, dtype=torch.float64)))
     for r in results:
-        assert r.evaluations == demo.ROSENBROCK_QUICK_STEPS, r.name
+        # first-order chains evaluate once per step; line searches evaluate a varying number of times (and not at
+        # all once the direction is zero at the minimum)
+        if r.is_reference or "LR" in r.name:
+            assert r.evaluations == demo.ROSENBROCK_QUICK_STEPS, r.name
+        else:
+            assert r.evaluations > 0, r.name
         assert r.final_loss < f0, f"{r.name} made no progress"
     for chain_result, reference in zip(results, results[1:]):
         if not reference.is_reference:

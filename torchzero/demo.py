@@ -2,7 +2,8 @@
 
 Two tasks, each with one declarative list of optimizers to compare:
 
-- ``ROSENBROCK_CHAINS``: the 2-D Rosenbrock function from (-1.1, 2.5), in float64;
+- ``ROSENBROCK_CHAINS``: the 2-D Rosenbrock function from (-1.1, 2.5), in float64 (first-order chains, and
+  quasi-Newton, conjugate-gradient and Newton methods with line searches);
 - ``MLP_CHAINS``: a small MLP on scikit-learn's bundled ``digits`` data set (no download).
 
 Each entry is a chain of ``tz.m`` modules and, where one exists, the ``torch.optim`` optimizer it reproduces;
@@ -114,6 +115,10 @@ ROSENBROCK_CHAINS: list[ChainSpec] = [
     chain(mod(tz.m.Adam), mod(tz.m.LR, 0.1), reference=torch_opt(torch.optim.Adam, lr=0.1)),
     chain(mod(tz.m.ClipNorm, 1.0), mod(tz.m.Adam), mod(tz.m.LR, 1e-2)),
     chain(mod(tz.m.Normalize), mod(tz.m.LR, 1e-2)),
+    chain(mod(tz.m.LBFGS), mod(tz.m.StrongWolfe)),
+    chain(mod(tz.m.BFGS), mod(tz.m.Backtracking)),
+    chain(mod(tz.m.PolakRibiere), mod(tz.m.StrongWolfe, c2=0.1, a_init="first-order")),
+    chain(mod(tz.m.Newton), mod(tz.m.Backtracking)),
 ]
 """Optimizers compared on Rosenbrock (learning rates picked so that each makes visible progress)."""
 

@@ -825,3 +825,24 @@ def test_polynomial_interpolate_recovers_minimiser() -> None:
     # loss-only points are used as value constraints; non-finite points are dropped
     pts2 = [(0.0, p(0.0), dp(0.0)), (0.5, p(0.5), None), (1.0, p(1.0), dp(1.0)), (2.0, math.inf, None)]
     assert 0 <= polynomial_interpolate(pts2, (0.0, 1.0)) <= 1
+
+
+@pytest.mark.parametrize("make", [lambda: tz.m.Backtracking(), lambda: tz.m.StrongWolfe(),
+                                  lambda: tz.m.AdaptiveBacktracking(), lambda: tz.m.AdaptiveTracking()])
+def test_zero_direction_costs_no_evaluation(make):
+    """At a minimum the update is zero: the line search returns without evaluating the objective."""
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = tz.Modular([x], make())
+    calls = []
+
+    def closure(backward=True):
+        calls.append(backward)
+        loss = (x**2).sum()
+        if backward:
+            opt.zero_grad()
+            loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert len(calls) == 1  # the gradient at x only
+    assert torch.equal(x.detach(), torch.zeros(3, dtype=torch.float64))

@@ -40,6 +40,13 @@ def check_maxiter(owner: str, name: str, value: Any, allow_none: bool = True) ->
         raise ValueError(f"{owner}: {name} must be at least 1, got {value}")
 
 
+def _is_zero(tensors: list[torch.Tensor]) -> bool:
+    """Whether all elements of all tensors are zero (one host sync)."""
+    if len(tensors) == 0:
+        return True
+    return not bool(torch.stack(torch._foreach_norm(tensors, math.inf)).amax() > 0)
+
+
 class LineSearchBase(Module, ABC):
     """Base class of line searches: finds a step size ``α`` along the incoming update ``u`` and applies it.
 
@@ -324,7 +331,8 @@ class LineSearchBase(Module, ABC):
 
         try:
             try:
-                alpha = float(self.search(update, var))
+                # a zero direction (e.g. at a minimum) has nothing to search along: no evaluation
+                alpha = 0.0 if _is_zero(update) else float(self.search(update, var))
             except MaxLineSearchItersReached:
                 alpha = self._best_alpha
             if not math.isfinite(alpha):
