@@ -61,6 +61,12 @@ def _cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.ravel() for t in tensors])
 
 
+def _cat_all(tensors: Sequence[torch.Tensor], params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor] | None
+             ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+    """Tensors, parameters and gradients each concatenated into one vector (``concat_params``)."""
+    return [_cat(tensors)], [_cat(params)], (None if grads is None else [_cat(grads)])
+
+
 class Transform(Module, ABC):
     """Base class for a transform: a module that can also be applied manually to an arbitrary sequence of tensors.
 
@@ -198,9 +204,7 @@ class Transform(Module, ABC):
     ) -> None:
         """Updates this transform from an arbitrary sequence of tensors (every ``update_freq``-th call)."""
         if self._concat_params:
-            tensors = [_cat(tensors)]
-            params = [_cat(params)]
-            grads = [_cat(grads)] if grads is not None else None
+            tensors, params, grads = _cat_all(tensors, params, grads)
         states, settings = self._normalize_lists(tensors, states, settings)
 
         step = self.global_state.get("__step", 0)
@@ -227,9 +231,7 @@ class Transform(Module, ABC):
             tensors = apply_transform(inner, tensors=tensors, params=params, grads=grads, loss=loss, var=self._var)
 
         if self._concat_params:
-            tensors = [_cat(tensors)]
-            params = [_cat(params)]
-            grads = [_cat(grads)] if grads is not None else None
+            tensors, params, grads = _cat_all(tensors, params, grads)
         states, settings = self._normalize_lists(tensors, states, settings)
 
         out = list(self.apply_tensors(tensors=tensors, params=params, grads=grads, loss=loss, states=states,

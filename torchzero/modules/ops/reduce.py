@@ -53,6 +53,15 @@ def _fold_order(operands: Iterable[Any]) -> list[Any]:
     return [o for o in operands if isinstance(o, list)] + [o for o in operands if not isinstance(o, list)]
 
 
+def _fold(operands: Iterable[Any], op_: Any, scalar_op_: Any = None) -> list[torch.Tensor]:
+    """Folds the operands into the first module output (modified in place) with the in-place foreach ``op_``
+    (``scalar_op_`` for numbers, default ``op_``)."""
+    first, *rest = _fold_order(operands)
+    for o in rest:
+        (op_ if isinstance(o, list) or scalar_op_ is None else scalar_op_)(first, o)
+    return first
+
+
 class Sum(ReduceOperationBase):
     """``Σ inputs``.
 
@@ -70,10 +79,7 @@ class Sum(ReduceOperationBase):
         super().__init__({}, *inputs)
 
     def transform(self, var, *operands):
-        first, *rest = _fold_order(operands)
-        for o in rest:
-            torch._foreach_add_(first, o)
-        return first
+        return _fold(operands, torch._foreach_add_)
 
 
 class Mean(ReduceOperationBase):
@@ -87,11 +93,9 @@ class Mean(ReduceOperationBase):
         super().__init__({}, *inputs)
 
     def transform(self, var, *operands):
-        first, *rest = _fold_order(operands)
-        for o in rest:
-            torch._foreach_add_(first, o)
-        torch._foreach_div_(first, len(operands))
-        return first
+        out = _fold(operands, torch._foreach_add_)
+        torch._foreach_div_(out, len(operands))
+        return out
 
 
 class Prod(ReduceOperationBase):
@@ -105,10 +109,7 @@ class Prod(ReduceOperationBase):
         super().__init__({}, *inputs)
 
     def transform(self, var, *operands):
-        first, *rest = _fold_order(operands)
-        for o in rest:
-            torch._foreach_mul_(first, o)
-        return first
+        return _fold(operands, torch._foreach_mul_)
 
 
 class MaximumModules(ReduceOperationBase):
@@ -122,13 +123,7 @@ class MaximumModules(ReduceOperationBase):
         super().__init__({}, *inputs)
 
     def transform(self, var, *operands):
-        first, *rest = _fold_order(operands)
-        for o in rest:
-            if isinstance(o, list):
-                torch._foreach_maximum_(first, o)
-            else:
-                torch._foreach_clamp_min_(first, o)
-        return first
+        return _fold(operands, torch._foreach_maximum_, torch._foreach_clamp_min_)
 
 
 class MinimumModules(ReduceOperationBase):
@@ -142,13 +137,7 @@ class MinimumModules(ReduceOperationBase):
         super().__init__({}, *inputs)
 
     def transform(self, var, *operands):
-        first, *rest = _fold_order(operands)
-        for o in rest:
-            if isinstance(o, list):
-                torch._foreach_minimum_(first, o)
-            else:
-                torch._foreach_clamp_max_(first, o)
-        return first
+        return _fold(operands, torch._foreach_minimum_, torch._foreach_clamp_max_)
 
 
 def _weighted_sum(operands: tuple[Any, ...], weights: list[float]) -> list[torch.Tensor]:
