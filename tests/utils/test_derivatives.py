@@ -453,6 +453,44 @@ def test_jacobian_wrt_matches_autograd_functional():
     torch.testing.assert_close(flatten_jacobian(J_b), flatten_jacobian(J_u), rtol=1e-12, atol=1e-12)
 
 
+def test_jacobian_wrt_batched_backward_of_matvec_is_one_matmul():
+    """The batched Jacobian of ``A x`` uses functorch's batching rule (one ``mm``), not the legacy vmap of
+    ``is_grads_batched`` that runs a ``bmm`` over ``n`` expanded copies of ``A``."""
+    A = torch.randn(40, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad((A @ x).exp().sum(), x, create_graph=True)
+    with torch.profiler.profile() as prof:
+        (H,) = jacobian_wrt(g, [x])
+    ops = {e.key for e in prof.key_averages()}
+    assert "aten::bmm" not in ops
+    torch.testing.assert_close(H, A.T @ torch.diag((A @ x).exp().detach()) @ A, rtol=1e-12, atol=1e-12)
+
+
+class _ItemInBackward(torch.autograd.Function):
+    """``y = 2x`` whose backward reads a Python scalar from its input (cannot be vmapped)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return 2 * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * (2.0 if grad.abs().sum().item() >= 0 else 0.0)
+
+
+def test_jacobian_wrt_batched_falls_back_when_backward_cannot_be_vmapped():
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    y = _ItemInBackward.apply(x * grad_scale(x))
+    (J,) = jacobian_wrt(y, [x], batched=True)
+    (J_loop,) = jacobian_wrt(y, [x], batched=False)
+    torch.testing.assert_close(J, J_loop, rtol=0, atol=0)
+    torch.testing.assert_close(J, 2 * torch.autograd.functional.jacobian(lambda z: z * grad_scale(z), x.detach()))
+
+
+def grad_scale(x):
+    return x.square() + 1
+
+
 def test_jacobian_wrt_output_without_graph_gives_zeros():
     pb = Problem()
     out = torch.ones(3, dtype=torch.float64)

@@ -80,7 +80,8 @@ def loss_grad_hessian(
     """``(f(x), ∇f(x), ∇²f(x))`` at the current parameters (gradient flattened, Hessian ``n × n``, all detached).
 
     - ``'autograd'``: one ``closure(False)`` under grad mode, the gradient with ``create_graph=True``, then the
-      Hessian as the Jacobian of the gradient (one vmap-batched reverse pass when ``vectorize``, else ``n``).
+      Hessian as the Jacobian of the gradient (one ``torch.func.vmap``-batched reverse pass when ``vectorize``,
+      else ``n``; a backward that cannot be batched falls back to the ``n`` passes).
     - ``'func'``: ``torch.func.jacfwd`` of ``torch.func.grad_and_value`` (forward-over-reverse, vectorized) on a
       function of the flattened parameters; loss and gradient come out of the same pass.
     - ``'autograd.functional'``: ``torch.autograd.functional.hessian`` (reverse-mode outer Jacobian, vectorized
@@ -234,9 +235,9 @@ class Newton(Module):
         use_lstsq: always solve by least squares. Defaults to False.
         update_freq: recompute the Hessian every this many steps. Defaults to 1.
         hessian_method: ``'autograd'`` (reverse-over-reverse, vmapped; works with any twice-differentiable
-            closure), ``'func'`` (``torch.func``, forward-over-reverse, loss, gradient and Hessian in one pass;
-            usually the fastest, but the closure must be traceable by ``torch.func``: no ``.item()``, no in-place
-            changes of the parameters) or ``'autograd.functional'``. Defaults to ``'autograd'``.
+            closure; the fastest on ``benchmarks/newton_step.py``), ``'func'`` (``torch.func``,
+            forward-over-reverse, loss, gradient and Hessian in one pass; the closure must be traceable by
+            ``torch.func``: no ``.item()``, no in-place changes of the parameters) or ``'autograd.functional'``. Defaults to ``'autograd'``.
         vectorize: batch the Hessian rows with vmap. Defaults to True.
         inner: modules applied to the update before preconditioning (e.g. ``EMA(0.9)``). Defaults to None.
         H_tfm: custom transform of the Hessian, see above. Defaults to None.
