@@ -639,3 +639,54 @@ def test_multipoint_singular_and_nan():
         assert torch.isfinite(u).all()
     with pytest.raises(TypeError, match="TwoPointNewton"):
         TwoPointNewton(lstsq=1)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# NewtonCGSteihaug: evaluations
+# ------------------------------------------------------------------------------------------------------------------
+def counting_run(modules, x0: torch.Tensor, f: Callable, steps: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """Runs ``steps`` steps; returns the final point and the numbers of closure calls with and without backward."""
+    x = x0.clone().requires_grad_()
+    opt = tz.Modular([x], *modules)
+    calls = {"backward": 0, "no_backward": 0}
+
+    def closure(backward: bool = True) -> torch.Tensor:
+        calls["backward" if backward else "no_backward"] += 1
+        loss = f([x])
+        if backward:
+            opt.zero_grad()
+            loss.backward()
+        return loss
+
+    for _ in range(steps):
+        opt.step(closure)
+    return x.detach(), calls
+
+
+def test_newton_cg_steihaug_model_from_cg_needs_no_extra_product():
+    # two distinct eigenvalues: CG solves exactly in 2 iterations; the trial inside the radius is accepted
+    A = torch.diag(torch.tensor([1.0, 1.0, 3.0, 3.0], dtype=D))
+    b = torch.tensor([1.0, -2.0, 0.5, 1.5], dtype=D)
+    x, calls = counting_run([NewtonCGSteihaug(init=100.0)], torch.zeros(4, dtype=D), quad_f(A, b), 1)
+    # gradient at x0, 2 central-difference products (2 evaluations each), the trial (with its gradient)
+    assert calls == {"backward": 1 + 2 * 2 + 1, "no_backward": 0}
+    torch.testing.assert_close(x, torch.linalg.solve(A, b), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"hvp_method": "forward"}, {"hvp_method": "autograd"}, {"solver": "minres"}])
+def test_newton_cg_steihaug_last_module_reuses_the_trial_evaluation(kwargs):
+    """Last in the optimizer, the accepted trial's loss and gradient start the next step: the same trajectory, bit
+    for bit, as with the update applied by the optimizer (``LR(1)`` after it), with one evaluation less per step
+    (except with 'autograd' products)."""
+    x0 = torch.tensor([-1.2, 1.0], dtype=D)
+    steps = 30
+    x_direct, calls_direct = counting_run([NewtonCGSteihaug(**kwargs)], x0, rosenbrock, steps)
+    x_update, calls_update = counting_run([NewtonCGSteihaug(**kwargs), tz.m.LR(1.0)], x0, rosenbrock, steps)
+    assert torch.equal(x_direct, x_update)
+    assert float((x_direct - 1).norm()) < 1e-6
+    total = lambda c: c["backward"] + c["no_backward"]  # noqa: E731
+    if kwargs.get("hvp_method") == "autograd":  # evaluates with a graph at every new point anyway: nothing to reuse
+        assert calls_direct == calls_update
+    else:
+        assert total(calls_update) - total(calls_direct) == steps - 1
+        assert calls_direct["no_backward"] < calls_update["no_backward"]  # the trials moved to backward=True

@@ -984,3 +984,62 @@ def test_unpackable_operator_is_recomputed():
         warnings.simplefilter("error")
         opt2.step(closure)  # recomputes H on this step even though update_freq=100
     assert "H" in opt2.modules[0].global_state
+
+
+# --------------------------------------------------------------------------------------------------
+# evaluations: the last trust region hands its accepted trial's loss and gradient to the next step
+# --------------------------------------------------------------------------------------------------
+def counting_run(modules: list[Module], x0: list[float], n_steps: int) -> tuple[torch.Tensor, dict[str, int]]:
+    x = torch.tensor(x0, dtype=F64, requires_grad=True)
+    opt = tz.Modular([x], *modules)
+    calls = {"backward": 0, "no_backward": 0}
+
+    def closure(backward=True):
+        calls["backward" if backward else "no_backward"] += 1
+        loss = rosenbrock(x)
+        if backward:
+            opt.zero_grad()
+            loss.backward()
+        return loss
+
+    for _ in range(n_steps):
+        opt.step(closure)
+    return x.detach(), calls
+
+
+def _total(calls: dict[str, int]) -> int:
+    return calls["backward"] + calls["no_backward"]
+
+
+@pytest.mark.parametrize("make", [lambda: TrustCG(BFGS()), lambda: Dogleg(SR1()),
+                                  lambda: LevenbergMarquardt(BFGS(inverse=False))], ids=["TrustCG", "Dogleg", "LM"])
+def test_last_trust_region_reuses_trial_evaluation(make):
+    steps = 25
+    x_direct, calls_direct = counting_run([make()], [-1.2, 1.0], steps)
+    x_update, calls_update = counting_run([make(), tz.m.LR(1.0)], [-1.2, 1.0], steps)
+    assert torch.equal(x_direct, x_update)  # the same trajectory, bit for bit
+    assert float(rosenbrock(x_direct)) < float(rosenbrock(torch.tensor([-1.2, 1.0], dtype=F64)))
+    assert _total(calls_update) - _total(calls_direct) == steps - 1
+    assert calls_direct["no_backward"] == 0  # every trial was evaluated with its gradient
+
+
+def test_trust_region_with_self_evaluating_hess_module_keeps_loss_only_trials():
+    # Newton evaluates the closure at every refresh, so a gradient at the trial point would be wasted
+    x_direct, calls_direct = counting_run([TrustCG(tz.m.Newton())], [-1.2, 1.0], 10)
+    x_update, calls_update = counting_run([TrustCG(tz.m.Newton()), tz.m.LR(1.0)], [-1.2, 1.0], 10)
+    assert torch.equal(x_direct, x_update) and calls_direct == calls_update
+    # refreshed every other step: the steps in between use the handed-over gradient
+    _, calls_freq2 = counting_run([TrustCG(tz.m.Newton(), update_freq=2)], [-1.2, 1.0], 10)
+    _, calls_freq2_update = counting_run([TrustCG(tz.m.Newton(), update_freq=2), tz.m.LR(1.0)], [-1.2, 1.0], 10)
+    assert _total(calls_freq2) < _total(calls_freq2_update)
+
+
+def test_trust_region_custom_strategy_is_not_given_gradient_trials():
+    def strategy(*, params, closure, d, trust_radius, **kwargs):
+        from torchzero.modules.trust_region.trust_region import trial_loss
+        f_plus = trial_loss(params, closure, d)
+        return trust_radius, math.isfinite(f_plus)
+
+    x_direct, calls_direct = counting_run([TrustCG(BFGS(), radius_strategy=strategy)], [-1.2, 1.0], 5)
+    x_update, calls_update = counting_run([TrustCG(BFGS(), radius_strategy=strategy), tz.m.LR(1.0)], [-1.2, 1.0], 5)
+    assert torch.equal(x_direct, x_update) and calls_direct == calls_update

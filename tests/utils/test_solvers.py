@@ -238,6 +238,69 @@ def test_find_within_trust_radius_equals_fresh_solve():
     assert find_within_trust_radius([(b, float(b.norm()), b)], 1e-3 * float(b.norm())) is None
 
 
+def _model_decrease(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, reg: float = 0.0) -> float:
+    return float(b @ x - 0.5 * x @ (A @ x + reg * x))
+
+
+@pytest.mark.parametrize("case", ["converged", "maxiter", "boundary", "npc_boundary", "npc_first", "precond", "reg"])
+def test_cg_model_decrease_matches_direct_formula(case):
+    A, b, kw = spd(12, cond=1e3), vec(12), {}
+    if case == "converged":
+        kw = dict(tol=1e-12, maxiter=200)
+    elif case == "maxiter":
+        kw = dict(maxiter=4)
+    elif case == "boundary":
+        kw = dict(trust_radius=0.3 * float(torch.linalg.solve(A, b).norm()))
+    elif case == "npc_boundary":
+        A, kw = sym_indefinite(12), dict(trust_radius=5.0)
+    elif case == "npc_first":
+        A = -spd(12)
+    elif case == "precond":
+        d = A.diagonal()
+        kw = dict(tol=1e-12, P_mm=lambda r: r / d, maxiter=200)
+    elif case == "reg":
+        kw = dict(reg=0.5, maxiter=5)
+    x, solver = cg(lambda v: A @ v, b, **kw)
+    assert solver.model_decrease is not None and solver.model_decrease > 0
+    expected = _model_decrease(A, b, x, kw.get("reg", 0.0))
+    assert abs(solver.model_decrease - expected) <= 1e-10 * abs(expected)
+    if "trust_radius" in kw:
+        assert solver.status == ("npc" if case == "npc_boundary" else "boundary")
+
+
+def test_cg_model_decrease_unknown_with_x0():
+    A, b = spd(6), vec(6)
+    _, solver = cg(lambda v: A @ v, b, x0=vec(6, seed=3))
+    assert solver.model_decrease is None
+
+
+def test_cg_within_radius_gives_point_and_model_decrease():
+    A, b = sym_indefinite(10), vec(10)
+    _, solver = cg(lambda v: A @ v, b, trust_radius=3.0, history_size=50)
+    for radius in (2.0, 0.7, 0.1):
+        found = solver.within_radius(radius)
+        assert found is not None
+        x, decrease = found
+        torch.testing.assert_close(x, find_within_trust_radius(solver.history, radius), rtol=0, atol=0)
+        torch.testing.assert_close(x, ref_steihaug(A, b, radius), rtol=1e-11, atol=1e-13)
+        assert decrease is not None
+        assert abs(decrease - _model_decrease(A, b, x)) <= 1e-10 * abs(decrease)
+
+
+def test_cg_npc_terminate_with_radius_stops_at_current_iterate():
+    A = torch.diag(torch.tensor([4.0, -1.0, 2.0, -3.0], dtype=D))
+    b = torch.tensor([1.0, 0.1, 1.0, 0.1], dtype=D)
+    x_stop, s_stop = cg(lambda v: A @ v, b, trust_radius=10.0, npc_terminate=True)
+    assert s_stop.status == "npc" and s_stop.iter >= 1
+    torch.testing.assert_close(x_stop, ref_cg(A, b, s_stop.iter), rtol=1e-12, atol=1e-14)
+    assert float(x_stop.norm()) < 10.0
+    x_bnd, s_bnd = cg(lambda v: A @ v, b, trust_radius=10.0)
+    assert s_bnd.status == "npc" and abs(float(x_bnd.norm()) - 10.0) < 1e-12
+    # non-positive curvature at the first iteration still goes to the boundary (the current iterate is zero)
+    x0, s0 = cg(lambda v: -(A.abs() @ v), b, trust_radius=2.0, npc_terminate=True)
+    assert s0.status == "npc" and abs(float(x0.norm()) - 2.0) < 1e-12
+
+
 def test_cg_non_finite_stops_with_finite_result():
     b = vec(6)
     x, solver = cg(lambda v: torch.full_like(v, float("nan")), b)

@@ -254,6 +254,10 @@ class Newton(Module):
         ```
     """
 
+    _evaluates_closure_in_update = True
+    """``update`` evaluates the objective at the current point itself (trust regions then don't hand a gradient
+    over from their trial point)."""
+
     def __init__(
         self,
         damping: float = 0,

@@ -8,9 +8,11 @@ import torch
 
 from ...core import Chainable, Module, Var
 from ...utils.checks import check_bool, check_choice, check_int, check_non_negative, check_positive, check_range
-from ...utils.linalg.solve import cg, find_within_trust_radius, minres
+from ...utils.linalg.solve import CG, cg, minres
 from ...utils.tensorlist import TensorList
 from ..adaptive.adahessian import release_grad_graph_
+from ..step_size.lr import finish_direct_step, may_move_params
+from ..trust_region.trust_region import evaluate_trial, move_to_trial_, reduction_ratio
 from .newton import inner_update
 
 HvpMethod = Literal["forward", "central", "autograd"]
@@ -187,18 +189,6 @@ class NewtonCG(Module):
 # --------------------------------------------------------------------------------------------------
 # NewtonCGSteihaug
 # --------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def loss_at_shifted(closure: Any, params: list[torch.Tensor], d: TensorList) -> float:
-    """``f(x − d)`` by ``closure(False)``; the parameters are restored bit-exactly afterwards."""
-    saved = [p.clone() for p in params]
-    try:
-        torch._foreach_sub_(params, d)
-        loss = closure(False)
-    finally:
-        torch._foreach_copy_(params, saved)
-    return float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
-
-
 def trust_radius_update(f: float, f_plus: float, pred: float, step_norm: float, radius: float, eta: float,
                         nplus: float, nminus: float, rho_good: float, rho_bad: float,
                         boundary_tol: float | None, eps: float = 0.0) -> tuple[float, bool]:
@@ -209,8 +199,6 @@ def trust_radius_update(f: float, f_plus: float, pred: float, step_norm: float, 
     None) grows it to ``max(Δ, nplus·‖d‖)``. Success is ``ρ > eta`` with a finite ``f⁺``. Out-of-range radii are
     left to the caller (which also adapts its tolerance then).
     """
-    from ..trust_region.trust_region import reduction_ratio
-
     finite = math.isfinite(f_plus)
     rho = reduction_ratio(f, f_plus, pred, torch.finfo(torch.float64).tiny, eps=eps)
     if rho < rho_bad or not finite:
@@ -228,9 +216,20 @@ class NewtonCGSteihaug(Module):
     curvature, gives the boundary point along the current direction (``npc_terminate`` stops at the current iterate
     on non-positive curvature instead); or with ``solver='minres'``, MINRES with the same radius. Then the step is
     judged with the default rule of the trust regions: ``f⁺ = f(x − d)``, predicted reduction
-    ``pred = bᵀd − ½dᵀ(H + reg·I)d`` (one extra product ``Hd``), ``ρ = (f − f⁺)/pred``; ``ρ < rho_bad`` (or a
-    non-finite ``f⁺``) shrinks ``Δ`` to ``nminus·‖d‖``, ``ρ > rho_good`` on the boundary (within ``boundary_tol``)
-    grows it to ``max(Δ, nplus·‖d‖)``; the step is accepted if ``ρ > eta``.
+    ``pred = bᵀd − ½dᵀ(H + reg·I)d``, ``ρ = (f − f⁺)/pred``; ``ρ < rho_bad`` (or a non-finite ``f⁺``) shrinks ``Δ``
+    to ``nminus·‖d‖``, ``ρ > rho_good`` on the boundary (within ``boundary_tol``) grows it to
+    ``max(Δ, nplus·‖d‖)``; the step is accepted if ``ρ > eta``.
+
+    Evaluations (each Hessian-vector product costs two closure calls with ``'central'``, one with ``'forward'``):
+
+    - ``pred`` comes from CG's own recurrences (``CG.model_decrease``: exact for the products CG made, and
+      positive), not from one more product ``Hd`` as in the reference implementation, which spent two evaluations
+      per attempt on it; MINRES still uses the extra product.
+    - When the module is the last one of the optimizer (no ``LR`` after it), trial points are evaluated with
+      ``closure(True)`` and an accepted step ends at the evaluated point itself, whose loss and gradient become the
+      next step's (``Var.set_result_evaluation``): one evaluation per step less, one backward pass more per
+      rejected trial. Otherwise (and with ``'autograd'`` products, which evaluate the gradient with a graph at
+      the new point anyway) trials use ``closure(False)`` and the update is ``d``.
 
     CG keeps up to ``max_history`` iterates; when the radius shrinks within a step, the Steihaug point for the
     new radius is read off them (the last iterate inside the new ball, extended to its boundary) instead of
@@ -307,12 +306,12 @@ class NewtonCGSteihaug(Module):
         if inner is not None:
             self.set_child("inner", inner)
 
-    def _solve(self, A: HessianProducts, b: TensorList, radius: float, tol: float) -> tuple[TensorList, Any]:
+    def _solve(self, A: HessianProducts, b: TensorList, radius: float, tol: float) -> tuple[TensorList, CG | None]:
         s = self.defaults
         if s["solver"] == "cg":
             d, solver = cg(A, b, tol=tol, maxiter=s["maxiter"], reg=s["reg"], trust_radius=radius,
                            npc_terminate=s["npc_terminate"], miniter=s["miniter"], history_size=s["max_history"])
-            return TensorList(d), solver.history
+            return TensorList(d), solver
         d = minres(A, b, tol=tol, maxiter=s["maxiter"], reg=s["reg"], npc_terminate=s["npc_terminate"],
                    trust_radius=radius)
         return TensorList(d), None
@@ -322,6 +321,8 @@ class NewtonCGSteihaug(Module):
         s = self.defaults
         gs = self.global_state
         params = var.params
+        # 'autograd' products rebuild the gradient with a graph at x anyway: a handed-over gradient would be unused
+        direct = may_move_params(self, var) and s["hvp_method"] != "autograd"
         A = HessianProducts(self, var, s["hvp_method"], s["h"])
         b = TensorList(inner_update(self, var))
         loss = var.get_loss(False)
@@ -330,30 +331,37 @@ class NewtonCGSteihaug(Module):
         finfo = torch.finfo(b[0].dtype)
         radius = gs.get("trust_radius", s["init"])
         tol_mul = gs.get("tol_mul", 1.0)
-        history, history_radius = None, math.inf
-        graph_stale = False
+        solver: CG | None = None
+        solver_radius = math.inf
+        graph_stale = False  # 'autograd' products need the graph rebuilt after the parameters were shifted
         d: TensorList | None = None
+        evaluation = None
         success = False
         for _ in range(s["max_attempts"]):
-            d = None
-            if history is not None and radius < history_radius:
-                found = find_within_trust_radius(history, radius)
-                d = None if found is None else TensorList(found)
-            if graph_stale:
-                A.rebuild()
-                graph_stale = False
+            d, pred = None, None
+            if solver is not None and radius < solver_radius:
+                found = solver.within_radius(radius)
+                if found is not None:
+                    d, pred = TensorList(found[0]), found[1]
             if d is None:
-                d, history = self._solve(A, b, radius, s["tol"] * tol_mul)
-                history_radius = radius
-
-            Hd = A(d)
-            if s["reg"] != 0:
-                Hd.add_(d, alpha=s["reg"])
-            bd, dHd, dd = (float(v) for v in torch.stack([b.dot(d), d.dot(Hd), d.dot(d)]).tolist())
-            pred = bd - 0.5 * dHd
-            f_plus = loss_at_shifted(closure, params, d)
+                if graph_stale:
+                    A.rebuild()
+                    graph_stale = False
+                d, solver = self._solve(A, b, radius, s["tol"] * tol_mul)
+                solver_radius = radius
+                pred = None if solver is None else solver.model_decrease
+            if pred is None:  # MINRES: the model from one more product
+                if graph_stale:
+                    A.rebuild()
+                    graph_stale = False
+                Hd = A(d)
+                if s["reg"] != 0:
+                    Hd.add_(d, alpha=s["reg"])
+                pred = float(b.dot(d) - 0.5 * d.dot(Hd))
+            step_norm = math.sqrt(float(d.dot(d)))
+            f_plus, evaluation = evaluate_trial(params, closure, d, direct)
             graph_stale = True
-            radius, success = trust_radius_update(f, f_plus, pred, math.sqrt(dd), radius, s["eta"], s["nplus"],
+            radius, success = trust_radius_update(f, f_plus, pred, step_norm, radius, s["eta"], s["nplus"],
                                                   s["nminus"], s["rho_good"], s["rho_bad"], s["boundary_tol"],
                                                   eps=finfo.eps)
             if radius < 2 * finfo.tiny or not math.isfinite(radius):
@@ -368,8 +376,12 @@ class NewtonCGSteihaug(Module):
 
         gs["trust_radius"] = radius
         gs["tol_mul"] = tol_mul
-        if success and d is not None and all_finite(d):
-            var.update = list(d)
-        else:
+        if not (success and d is not None and all_finite(d)):
             var.update = [torch.zeros_like(p) for p in params]
+        elif evaluation is not None:  # evaluated with its gradient: end the step at the trial point
+            move_to_trial_(params, d)
+            var.set_result_evaluation(*evaluation)
+            return finish_direct_step(var)
+        else:
+            var.update = list(d)
         return var

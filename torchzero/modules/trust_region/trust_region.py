@@ -6,31 +6,38 @@ The radius rule is written as small functions over flat tensors (``trial_loss``,
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, final
 
 import torch
 
 from ...core import Chainable, Module, Var, apply_transform
-from ...core.module import to_plain
+from ...core.module import to_plain, unroll_modules
+from ...core.var import _grads_or_zeros
 from ...utils.checks import check_int, check_range
 from ...utils.linalg.linear_operator import Dense, DenseWithInverse, LinearOperator
 from ...utils.torch_tools import vec_to_tensors
+from ..step_size.lr import finish_direct_step, may_move_params
 
 __all__ = [
     "RadiusStrategy",
     "TrustRegionBase",
     "default_radius",
+    "default_radius_from_trial",
+    "evaluate_trial",
     "fixed_radius",
+    "move_to_trial_",
     "newton_point",
     "next_radius",
     "predicted_reduction",
     "reduction_ratio",
     "trial_loss",
+    "TrialEvaluation",
 ]
 
 
@@ -59,14 +66,42 @@ def _float(x: Any) -> float:
 def trial_loss(params: Sequence[torch.Tensor], closure: Callable, d: torch.Tensor) -> float:
     """``f(x − d)`` evaluated with ``closure(False)``; the parameters are restored bit-exactly afterwards (also when
     the closure raises). ``d`` is flat, in parameter order."""
-    params = list(params)
+    return evaluate_trial(list(params), closure, vec_to_tensors(d.to(params[0].dtype), params), False)[0]
+
+
+TrialEvaluation = tuple[Any, list[torch.Tensor]]
+"""The loss tensor and the gradient evaluated at a trial point (for ``Var.set_result_evaluation``)."""
+
+
+@torch.no_grad()
+def evaluate_trial(params: list[torch.Tensor], closure: Callable, d: Sequence[torch.Tensor],
+                   with_grad: bool) -> tuple[float, TrialEvaluation | None]:
+    """``f(x − d)`` with ``d`` shaped like ``params``; the parameters are restored bit-exactly afterwards (also
+    when the closure raises).
+
+    With ``with_grad`` the closure is called with ``backward=True`` and the loss and gradient there (``p.grad``,
+    zeros where missing; valid until the closure is called again) are returned too, so that a step that ends at
+    this point can hand them to the next one: ``move_to_trial_`` then ``Var.set_result_evaluation``.
+    """
     x0 = [p.clone() for p in params]
     try:
-        torch._foreach_sub_(params, vec_to_tensors(d.to(params[0].dtype), params))
-        value = _float(closure(False))
+        torch._foreach_sub_(params, d)
+        if with_grad:
+            with torch.enable_grad():
+                loss = closure()
+            evaluation: TrialEvaluation | None = (loss, _grads_or_zeros(params))
+        else:
+            loss = closure(False)
+            evaluation = None
     finally:
         torch._foreach_copy_(params, x0)
-    return value
+    return _float(loss), evaluation
+
+
+@torch.no_grad()
+def move_to_trial_(params: list[torch.Tensor], d: Sequence[torch.Tensor]) -> None:
+    """Moves the parameters to ``x − d``, bit for bit the point ``evaluate_trial`` evaluated."""
+    torch._foreach_sub_(params, d)
 
 
 def predicted_reduction(g: torch.Tensor, H: LinearOperator, d: torch.Tensor) -> float:
@@ -134,7 +169,16 @@ def default_radius(*, params: Sequence[torch.Tensor], closure: Callable, f: floa
                    radius_fn: Callable[[torch.Tensor], Any] | None) -> tuple[float, bool]:
     """The ``'default'`` strategy (catalog 1.6): evaluates ``f⁺ = f(x − d)`` (one ``closure(False)``), compares the
     actual reduction with the model's ``gᵀd − ½dᵀHd`` and applies ``next_radius``."""
-    f_plus = trial_loss(params, closure, d)
+    return default_radius_from_trial(trial_loss(params, closure, d), f=f, g=g, H=H, d=d, trust_radius=trust_radius,
+                                     eta=eta, nplus=nplus, nminus=nminus, rho_good=rho_good, rho_bad=rho_bad,
+                                     boundary_tol=boundary_tol, init=init, radius_fn=radius_fn)
+
+
+def default_radius_from_trial(f_plus: float, *, f: float, g: torch.Tensor, H: LinearOperator, d: torch.Tensor,
+                              trust_radius: float, eta: float, nplus: float, nminus: float, rho_good: float,
+                              rho_bad: float, boundary_tol: float | None, init: float,
+                              radius_fn: Callable[[torch.Tensor], Any] | None) -> tuple[float, bool]:
+    """``default_radius`` given the trial loss ``f⁺ = f(x − d)``."""
     pred = predicted_reduction(g, H, d)
     finfo = torch.finfo(d.dtype)
     rho = reduction_ratio(f, f_plus, pred, finfo.tiny, finfo.eps)
@@ -206,6 +250,18 @@ def _unpack_operator(packed: Mapping[str, Any]) -> LinearOperator | None:
 # --------------------------------------------------------------------------------------------------
 # the base class
 # --------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _scalar_loss_required(message: str) -> Iterator[None]:
+    """Turns the errors of differentiating or converting a non-scalar loss (a residual closure) into a
+    ``RuntimeError`` with ``message``."""
+    try:
+        yield
+    except (RuntimeError, ValueError) as e:
+        if "scalar" in str(e):
+            raise RuntimeError(message) from e
+        raise
+
+
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1) for t in tensors]) if len(tensors) != 1 else tensors[0].reshape(-1)
 
@@ -225,8 +281,13 @@ class TrustRegionBase(Module, ABC):
       then the radius strategy gives the new radius and whether ``d`` is accepted. The update is ``d`` reshaped to
       the parameters, or zero when every attempt fails.
 
-    The ``'default'`` strategy evaluates ``f⁺ = f(x − d)`` with ``closure(False)`` and uses
-    ``ρ = (f − f⁺)/max(gᵀd − ½dᵀHd, 2·tiny)`` and ``r = radius_fn(d)`` (``Δ`` when ``radius_fn`` is None):
+    The ``'default'`` strategy evaluates ``f⁺ = f(x − d)`` and uses ``ρ = (f − f⁺)/max(gᵀd − ½dᵀHd, 2·tiny)`` and
+    ``r = radius_fn(d)`` (``Δ`` when ``radius_fn`` is None). The trial is evaluated with ``closure(False)``, except
+    when the module is the last one of the optimizer (no ``LR`` after it): then it is ``closure(True)``, an accepted
+    step leaves the parameters at the evaluated point itself, and the loss and gradient there become the next
+    step's (``Var.set_result_evaluation``), which saves the next step's first evaluation (scipy's trust-region
+    methods likewise evaluate ``f`` and ``∇f`` together at each trial); a rejected trial costs one backward pass
+    more.
 
     - when both reductions are at rounding level (below ``20·eps·max(|f|, |f⁺|)``), ``ρ = 1`` (an addition to the
       reference rule: at a minimiser the ratio is noise, and every step would otherwise be rejected
@@ -418,16 +479,12 @@ class TrustRegionBase(Module, ABC):
         not_scalar = (f"{name}: the closure must return a scalar loss. For residuals use GaussNewton as hess_module "
                       "(it turns the closure into the sum of squares), with update_freq=1.")
         inner = self.children.get("inner")
-        try:
+        with _scalar_loss_required(not_scalar):
             if inner is None:
                 update = var._update_or_grad()
             else:
                 update = apply_transform(inner, var.get_update(), params=params, grads=var.grad, loss=var.loss,
                                          var=var)
-        except (RuntimeError, ValueError) as e:
-            if "scalar" in str(e):  # backward through a residual vector
-                raise RuntimeError(not_scalar) from e
-            raise
         g = _flat(update)
         loss = var.loss if var.loss is not None else var.get_loss(False)
         if isinstance(loss, torch.Tensor) and loss.numel() != 1:
@@ -436,28 +493,50 @@ class TrustRegionBase(Module, ABC):
         if math.isnan(f):
             f = math.inf
 
+        strategy = settings["radius_strategy"]
+        if isinstance(strategy, str):
+            strategy = _STRATEGIES[strategy]
+        direct = (strategy is default_radius and may_move_params(self, var)
+                  and self._next_step_reuses_gradient(settings["update_freq"]))
         try:
-            d = self._attempts(f, g, H, params, closure, settings)
+            with _scalar_loss_required(not_scalar):
+                d, evaluation = self._attempts(f, g, H, params, closure, settings, strategy, direct)
         finally:
             # per-step results (keyed on g) are dropped; those that only depend on H are kept for update_freq > 1
             self._memo = {k: v for k, v in self._memo.items() if not any(dep is g for dep in v[0])}
         if d is None:
             d = torch.zeros_like(g)
+        elif evaluation is not None:  # d was evaluated with its gradient: end the step there
+            move_to_trial_(params, self._shaped_step(d, params))
+            var.set_result_evaluation(*evaluation)
+            return finish_direct_step(var)
         elif d.data_ptr() == g.data_ptr():  # g may be a view of the gradient, which later modules must not modify
             d = d.clone()
         var.update = vec_to_tensors(d, params)
         return var
 
+    def _next_step_reuses_gradient(self, update_freq: int) -> bool:
+        """False when the next step refreshes the curvature with a ``hess_module`` that evaluates the closure itself
+        (``Newton``, ``GaussNewton``...: class attribute ``_evaluates_closure_in_update``), which would not use a
+        gradient handed over from this step's trial point."""
+        if self.global_state.get("step", 0) % update_freq != 0:
+            return True
+        return not any(getattr(m, "_evaluates_closure_in_update", False)
+                       for m in unroll_modules(self.children["hess_module"]))
+
+    @staticmethod
+    def _shaped_step(d: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        return vec_to_tensors(d.to(params[0].dtype), params)
+
     def _attempts(self, f: float, g: torch.Tensor, H: LinearOperator, params: list[torch.Tensor],
-                  closure: Callable, settings: Mapping[str, Any]) -> torch.Tensor | None:
-        """The attempts loop of ``apply``: returns the accepted step, or None (zero update)."""
+                  closure: Callable, settings: Mapping[str, Any], strategy: Callable[..., tuple[float, bool]],
+                  direct: bool) -> tuple[torch.Tensor | None, TrialEvaluation | None]:
+        """The attempts loop of ``apply``: returns the accepted step (None: zero update) and, on the direct path,
+        the loss and gradient evaluated there."""
         g_norm = _float(torch.linalg.vector_norm(g))
         if not math.isfinite(g_norm) or (g_norm == 0 and self._zero_g_is_stationary):
-            return None
+            return None, None
 
-        strategy = settings["radius_strategy"]
-        if isinstance(strategy, str):
-            strategy = _STRATEGIES[strategy]
         init = float(settings["init"])
         kwargs = {k: settings[k] for k in ("eta", "nplus", "nminus", "rho_good", "rho_bad", "boundary_tol",
                                            "radius_fn")}
@@ -470,19 +549,25 @@ class TrustRegionBase(Module, ABC):
             d = self.trust_solve(f=f, g=g, H=H, radius=radius, params=params, closure=closure, settings=settings)
             d_norm = _float(torch.linalg.vector_norm(d))
             if not math.isfinite(d_norm):
-                return None
+                return None, None
             if d_norm == 0:
                 if g_norm != 0 and radius < init:  # the step underflowed at a tiny radius: start over from init
                     state["trust_radius"] = init
                     continue
-                return None
-            new_radius, success = strategy(params=params, closure=closure, f=f, g=g, H=H, d=d,
-                                           trust_radius=radius, init=init, state=state, settings=settings,
-                                           **kwargs)
+                return None, None
+            evaluation = None
+            if direct:
+                f_plus, evaluation = evaluate_trial(params, closure, self._shaped_step(d, params), True)
+                new_radius, success = default_radius_from_trial(f_plus, f=f, g=g, H=H, d=d, trust_radius=radius,
+                                                                init=init, **kwargs)
+            else:
+                new_radius, success = strategy(params=params, closure=closure, f=f, g=g, H=H, d=d,
+                                               trust_radius=radius, init=init, state=state, settings=settings,
+                                               **kwargs)
             state["trust_radius"] = float(new_radius)
             if success:
-                return d
-        return None
+                return d, evaluation
+        return None, None
 
     # ------------------------------------------------------------------ misc
     def get_H(self, var: Var) -> LinearOperator | None:

@@ -157,7 +157,7 @@ class CG:
       ``x + τd`` (positive root of ``‖x + τd‖ = Δ``); ``x0`` must lie inside the ball (one outside it is
       projected onto the boundary and returned).
     - ``'npc'``: non-positive curvature ``dᵀ(A + reg·I)d ≤ 0``. With a radius the boundary point along ``d`` is
-      returned; without one, at the first iteration ``x0 + |rᵀz / dᵀAd|·d`` is returned (``b·|bᵀb/bᵀAb|`` for
+      returned (or, with ``npc_terminate`` after the first iteration, the current iterate); without one, at the first iteration ``x0 + |rᵀz / dᵀAd|·d`` is returned (``b·|bᵀb/bᵀAb|`` for
       ``x0 = 0`` and no preconditioner; ``x0 + d`` when the curvature is exactly zero), at later iterations the
       current iterate is returned if ``npc_terminate`` (or the curvature is exactly zero), otherwise the
       iteration continues.
@@ -165,7 +165,12 @@ class CG:
 
     With ``history_size > 0`` every iterate is kept as ``(x_k, ‖x_k‖, d_k)`` (``d_k`` the direction taken from
     ``x_k``; ``None`` for the final iterate of a solve that did not stop on the boundary), in a ``deque`` of that
-    length, for ``find_within_trust_radius``.
+    length, for ``find_within_trust_radius`` (and ``within_radius``).
+
+    Model decrease: started from ``x0 = None``, the solver tracks ``model_decrease = bᵀx − ½xᵀ(A + reg·I)x`` of its
+    current ``x`` (the reduction of the quadratic model ``−bᵀx + ½xᵀ(A + reg·I)x`` from ``x = 0``, positive for any
+    iterate) without extra products: moving by ``τd`` changes it by ``τ·rᵀz − ½τ²·dᵀ(A + reg·I)d`` (CG's residual
+    satisfies ``dᵀr = rᵀz``). It is None when ``x0`` is given.
 
     Args:
         A_mm: ``A_mm(v) = A v`` for a vector of the same kind as ``b``.
@@ -175,7 +180,8 @@ class CG:
         maxiter: maximum number of iterations, ``numel(b)`` when None.
         reg: ``reg·I`` is added to ``A``. Defaults to 0.
         trust_radius: L2 radius ``Δ`` of the Steihaug–Toint trust region, None for an unconstrained solve.
-        npc_terminate: stop at non-positive curvature after the first iteration. Defaults to False.
+        npc_terminate: stop at the current iterate on non-positive curvature after the first iteration (also with a
+            radius). Defaults to False.
         miniter: the tolerance is only checked after this many iterations. Defaults to 0.
         history_size: how many iterates to keep for ``find_within_trust_radius``. Defaults to 0.
         P_mm: ``P_mm(r)``, the preconditioner (an approximation of ``(A + reg·I)⁻¹``), None for none.
@@ -223,6 +229,10 @@ class CG:
         self.miniter = miniter
         self.history: deque[tuple[Vec, float, Vec | None]] = deque(maxlen=history_size)
         self.history_size = history_size
+        self._history_model: deque[tuple[float | None, float, float]] = deque(maxlen=history_size)
+        """Aligned with ``history``: ``(model_decrease at x_k, rᵀz, dᵀAd at x_k)``."""
+        self.model_decrease: float | None = 0.0 if x0 is None else None
+        """``bᵀx − ½xᵀ(A + reg·I)x`` of the current ``x`` (None when started from a given ``x0``)."""
 
         self.iter = 0
         """Iterations done."""
@@ -271,9 +281,19 @@ class CG:
             return True
         return self.rtol is not None and r_norm <= self.rtol * self.r0_norm
 
-    def _record(self, d: Vec | None) -> None:
+    def _record(self, d: Vec | None, dAd: float = 0.0) -> None:
         if self.history_size > 0:
             self.history.append((_clone(self.x), _norm(self.x), None if d is None else _clone(d)))
+            self._history_model.append((self.model_decrease, self.rz, dAd))
+
+    def _move(self, tau: float, d: Vec, dAd: float, in_place: bool = False) -> None:
+        """``x ← x + τd``, updating ``model_decrease``."""
+        if in_place:
+            _axpy_(self.x, tau, d)
+        else:
+            self.x = _axpy(self.x, tau, d)
+        if self.model_decrease is not None:
+            self.model_decrease += tau * self.rz - 0.5 * tau * tau * dAd
 
     def _record_final(self) -> None:
         if self.status in ("converged", "maxiter"):
@@ -301,12 +321,12 @@ class CG:
             return self._finish("breakdown")
 
         if dAd <= 0:
-            self._record(d)
-            if self.trust_radius is not None:
-                self.x = _to_boundary(self.x, d, self.trust_radius)
+            self._record(d, dAd)
+            if self.trust_radius is not None and not (self.npc_terminate and self.iter > 0):
+                self._move(_boundary_tau(self.x, d, self.trust_radius), d, dAd)
                 return self._finish("npc")
             if self.iter == 0:
-                self.x = _axpy(self.x, abs(self.rz / dAd) if dAd != 0 else 1.0, d)
+                self._move(abs(self.rz / dAd) if dAd != 0 else 1.0, d, dAd)
                 return self._finish("npc")
             if self.npc_terminate or dAd == 0:
                 return self._finish("npc")
@@ -314,15 +334,16 @@ class CG:
         alpha = self.rz / dAd
         if self.trust_radius is not None:
             x_new = _axpy(self.x, alpha, d)
+            self._record(d, dAd)
             if _norm(x_new) >= self.trust_radius:
-                self._record(d)
-                self.x = _to_boundary(self.x, d, self.trust_radius)
+                self._move(_boundary_tau(self.x, d, self.trust_radius), d, dAd)
                 return self._finish("boundary")
-            self._record(d)
             self.x = x_new
+            if self.model_decrease is not None:
+                self.model_decrease += 0.5 * alpha * self.rz
         else:
-            self._record(d)
-            _axpy_(self.x, alpha, d)
+            self._record(d, dAd)
+            self._move(alpha, d, dAd, in_place=True)
 
         _axpy_(self.r, -alpha, Ad)  # without a preconditioner z aliases r; d has its own storage
         self.iter += 1
@@ -352,6 +373,22 @@ class CG:
         while not self.done:
             self.step()
         return self.x
+
+    def within_radius(self, trust_radius: float) -> tuple[Vec, float | None] | None:
+        """``find_within_trust_radius(self.history, trust_radius)`` together with the model decrease
+        ``bᵀp − ½pᵀ(A + reg·I)p`` of the returned point ``p`` (None if not tracked); None if no stored iterate lies
+        inside the radius."""
+        found = _last_inside(self.history, trust_radius)
+        if found is None:
+            return None
+        i, tau = found
+        x, _, d = self.history[i]
+        decrease, rz, dAd = self._history_model[i]
+        if d is None:
+            return _clone(x), decrease
+        if decrease is not None:
+            decrease += tau * rz - 0.5 * tau * tau * dAd
+        return _axpy(x, tau, d), decrease
 
 
 def cg(
@@ -394,11 +431,21 @@ def find_within_trust_radius(history: Sequence[tuple[Vec, float, Vec | None]], t
     ``x_k`` itself if it is the final iterate, which has no direction). Returns None when no stored iterate lies
     inside the radius (for example if the history was truncated), in which case CG has to be run again.
     """
-    for x, x_norm, d in reversed(history):
+    found = _last_inside(history, trust_radius)
+    if found is None:
+        return None
+    i, tau = found
+    x, _, d = history[i]
+    return _clone(x) if d is None else _axpy(x, tau, d)
+
+
+def _last_inside(history: Sequence[tuple[Vec, float, Vec | None]], trust_radius: float) -> tuple[int, float] | None:
+    """``(i, τ)``: the index of the last stored iterate with ``‖x_i‖ < Δ`` and the step ``τ`` to the boundary along
+    its direction (0 for a final iterate without direction); None if there is none."""
+    for i in range(len(history) - 1, -1, -1):
+        x, x_norm, d = history[i]
         if x_norm < trust_radius:
-            if d is None:
-                return _clone(x)
-            return _to_boundary(x, d, trust_radius)
+            return i, (0.0 if d is None else _boundary_tau(x, d, trust_radius))
     return None
 
 
