@@ -22,9 +22,8 @@ the problems both solve (goal for the main pairings: at most 1.2).
 Measured (torch 2.13, float64, 14 problems, all solved by every method): ``TrustCG(Newton())`` vs trust-exact 1.048;
 ``NewtonCGSteihaug()`` vs trust-ncg 1.30 (the goal is not met: its Hessian-vector products are central differences
 at two evaluations each, and its CG runs to the catalog's absolute tolerance ``‖r‖ < 1e-8`` where scipy stops at
-``min(0.5, √‖g‖)·‖g‖``; it makes fewer products than scipy on most problems, and on the two where it does not —
-Broyden tridiagonal n=50 and the ``cond=1e5`` quadratic — it loses); ``NewtonCGSteihaug(hvp_method='forward')``
-vs trust-ncg 0.83.
+``min(0.5, √‖g‖)·‖g‖``; it makes fewer products than scipy on 11 of the 14 problems, but at twice the price, and
+more on Broyden tridiagonal n=10/50 and Powell n=20, where full solves take ~20–26 CG iterations per step); ``NewtonCGSteihaug(hvp_method='forward')`` vs trust-ncg 0.83.
 
     python benchmarks/trust_region_vs_scipy.py [--budget 3000]
 """
