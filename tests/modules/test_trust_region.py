@@ -17,6 +17,7 @@ import torchzero as tz
 from torchzero.core import Module, Var
 from torchzero.modules.experimental.infinity_norm_trust_region import InfinityNormTrustRegion
 from torchzero.modules.quasi_newton import BFGS, LBFGS, SR1
+from torchzero.modules.second_order.newton_cg import NewtonCGSteihaug
 from torchzero.modules.trust_region.cubic import CubicRegularization, cauchy_radius, cubic_subproblem_eig
 from torchzero.modules.trust_region.dogleg import Dogleg, dogleg_step
 from torchzero.modules.trust_region.levenberg_marquardt import LevenbergMarquardt
@@ -1043,3 +1044,29 @@ def test_trust_region_custom_strategy_is_not_given_gradient_trials():
     x_direct, calls_direct = counting_run([TrustCG(BFGS(), radius_strategy=strategy)], [-1.2, 1.0], 5)
     x_update, calls_update = counting_run([TrustCG(BFGS(), radius_strategy=strategy), tz.m.LR(1.0)], [-1.2, 1.0], 5)
     assert torch.equal(x_direct, x_update) and calls_direct == calls_update
+
+
+@pytest.mark.parametrize("make", [lambda: TrustCG(BFGS()), lambda: NewtonCGSteihaug(hvp_method="forward"),
+                                  lambda: NewtonCGSteihaug()], ids=["TrustCG", "Steihaug_forward", "Steihaug"])
+def test_trial_gradients_do_not_overwrite_the_step_gradient(make):
+    """A closure that zeroes gradients in place (``zero_grad(set_to_none=False)``) must not overwrite the gradient
+    this step works with (a single parameter: the flattened update is a view of ``p.grad``)."""
+    def trajectory(set_to_none: bool) -> list[torch.Tensor]:
+        x = torch.tensor([-1.2, 1.0], dtype=F64, requires_grad=True)
+        opt = tz.Modular([x], make())
+
+        def closure(backward=True):
+            loss = rosenbrock(x)
+            if backward:
+                opt.zero_grad(set_to_none=set_to_none)
+                loss.backward()
+            return loss
+
+        out = []
+        for _ in range(15):
+            opt.step(closure)
+            out.append(x.detach().clone())
+        return out
+
+    for a, b in zip(trajectory(True), trajectory(False)):
+        assert torch.equal(a, b)

@@ -80,13 +80,17 @@ def evaluate_trial(params: list[torch.Tensor], closure: Callable, d: Sequence[to
     when the closure raises).
 
     With ``with_grad`` the closure is called with ``backward=True`` and the loss and gradient there (``p.grad``,
-    zeros where missing; valid until the closure is called again) are returned too, so that a step that ends at
-    this point can hand them to the next one: ``move_to_trial_`` then ``Var.set_result_evaluation``.
+    zeros where missing) are returned too, so that a step that ends at this point can hand them to the next one:
+    ``move_to_trial_`` then ``Var.set_result_evaluation``. ``p.grad`` is set to None before that call, so the
+    gradient is a fresh tensor and the tensors that held ``p.grad`` before (``var.grad``, the update when it is the
+    gradient itself) are not overwritten even by a closure that zeroes gradients in place.
     """
     x0 = [p.clone() for p in params]
     try:
         torch._foreach_sub_(params, d)
         if with_grad:
+            for p in params:
+                p.grad = None
             with torch.enable_grad():
                 loss = closure()
             evaluation: TrialEvaluation | None = (loss, _grads_or_zeros(params))
