@@ -52,23 +52,26 @@ class Objective:
         return total
 
 
-def make_closure(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], f: Callable) -> Callable:
+def make_closure(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], f: Callable,
+                 set_to_none: bool = True) -> Callable:
+    """``closure(backward=True)``; with ``set_to_none=False`` it zeroes the gradients in place before the backward
+    (so the ``.grad`` tensors are reused from call to call)."""
     def closure(backward: bool = True) -> torch.Tensor:
         loss = f(params)
         if backward:
-            opt.zero_grad()
+            opt.zero_grad(set_to_none=set_to_none)
             loss.backward()
         return loss
     return closure
 
 
-def step_n(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], f: Callable, n: int, use_closure: bool
-           ) -> list[torch.Tensor]:
+def step_n(opt: torch.optim.Optimizer, params: Sequence[torch.Tensor], f: Callable, n: int, use_closure: bool,
+           set_to_none: bool = True) -> list[torch.Tensor]:
     """Runs ``n`` steps (with a closure, or with manual backward) and returns the losses."""
     losses = []
     for _ in range(n):
         if use_closure:
-            losses.append(opt.step(make_closure(opt, params, f)))
+            losses.append(opt.step(make_closure(opt, params, f, set_to_none)))
         else:
             opt.zero_grad()
             loss = f(params)
@@ -119,6 +122,7 @@ def check_module(
     - all shapes and dtypes: parameters stay finite, keep shape and dtype, and move;
     - closure vs. manual backward give the same trajectory (or a clear error naming the module if
       ``needs_closure``); the user's ``p.grad`` is not modified by the step;
+    - a closure that zeroes the gradients in place (``zero_grad(set_to_none=False)``) gives the same trajectory;
     - ``reset()`` mid-run: the next steps equal those of a fresh optimizer started from the same point (skipped
       with ``check_reset=False``, e.g. for seeded modules whose generator survives ``reset()``);
     - ``state_dict`` → ``torch.save`` → ``torch.load(weights_only=True)`` → ``load_state_dict`` into a fresh
@@ -169,6 +173,13 @@ def check_module(
 
         if not deterministic:
             continue
+
+        # ---- a closure that zeroes the gradients in place gives the same trajectory (modules must not keep
+        # references to `.grad` tensors across closure calls)
+        params_z = clone_params(x0)
+        opt_z = tz.Modular(params_z, *factory())
+        step_n(opt_z, params_z, f, n_steps, use_closure=True, set_to_none=False)
+        assert_all_equal(params_z, snapshot(params), "closure that zeroes gradients in place")
 
         # ---- reset mid-run equals a fresh optimizer from the same point
         if check_reset:

@@ -665,3 +665,25 @@ def test_gradient_sampling_requires_closure():
 def test_gradient_sampling_invalid_arguments(kwargs, exc):
     with pytest.raises(exc, match="GradientSampling|make_termination_criteria"):
         GradientSampling(**kwargs)
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "min", "max", "min-norm", "min-value"])
+def test_gradient_sampling_with_a_closure_that_zeroes_gradients_in_place(aggregate):
+    """Each evaluation's gradient is a fresh tensor: a closure with ``zero_grad(set_to_none=False)`` (which reuses
+    the ``.grad`` tensors) gives the same trajectory (it used to overwrite the stored gradients of earlier draws)."""
+    def run(set_to_none: bool) -> torch.Tensor:
+        x = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+        opt = tz.Modular([x], GradientSampling(tz.m.LR(0.1), sigma=0.1, n=4, aggregate=aggregate, seed=0))
+
+        def closure(backward=True):
+            loss = (x**4).sum() + x.prod()
+            if backward:
+                opt.zero_grad(set_to_none=set_to_none)
+                loss.backward()
+            return loss
+
+        for _ in range(3):
+            opt.step(closure)
+        return x.detach()
+
+    assert torch.equal(run(True), run(False))

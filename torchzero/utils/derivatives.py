@@ -146,11 +146,13 @@ def _clear_grads(params: Sequence[torch.Tensor]) -> None:
         p.grad = None
 
 
-def _loss_and_grad(closure: Callable[..., Any], params: Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
-    """Calls ``closure()`` (with backward) and collects the gradients, zeros where a parameter got none.
+def loss_and_grad(closure: Callable[..., Any], params: Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
+    """Calls ``closure()`` (with backward) and returns the loss and the gradients, zeros where a parameter got none.
 
-    Gradients are cleared before and after, so each call's gradients are fresh tensors that later
-    closure calls cannot overwrite (even if the closure zeroes gradients in place).
+    ``p.grad`` is cleared before and after, so the returned gradients are fresh tensors that belong to the caller:
+    later closure calls cannot overwrite them, and the tensors that held ``p.grad`` before the call (e.g.
+    ``var.grad``) are not overwritten by it, even if the closure zeroes gradients in place
+    (``zero_grad(set_to_none=False)``).
     """
     _clear_grads(params)
     with torch.enable_grad():
@@ -704,7 +706,7 @@ def hvp_fd_forward(
     saved: list[torch.Tensor] | None = None
     try:
         if g_0 is None:
-            loss, g_0 = _loss_and_grad(closure, params)
+            loss, g_0 = loss_and_grad(closure, params)
         step, denom = _fd_direction(vec, h, normalize)
         if step is None:
             return loss, [torch.zeros_like(p) for p in params]
@@ -712,7 +714,7 @@ def hvp_fd_forward(
         saved = _snapshot(params)
         with torch.no_grad():
             torch._foreach_add_(params, step)
-        loss_plus, g_plus = _loss_and_grad(closure, params)
+        loss_plus, g_plus = loss_and_grad(closure, params)
     finally:
         if saved is not None:
             _restore(params, saved)
@@ -764,11 +766,11 @@ def hvp_fd_central(
     try:
         with torch.no_grad():
             torch._foreach_add_(params, step)
-        loss, g_plus = _loss_and_grad(closure, params)
+        loss, g_plus = loss_and_grad(closure, params)
         with torch.no_grad():
             torch._foreach_copy_(params, saved)
             torch._foreach_sub_(params, step)
-        _, g_minus = _loss_and_grad(closure, params)
+        _, g_minus = loss_and_grad(closure, params)
     finally:
         _restore(params, saved)
         _clear_grads(params)

@@ -10,8 +10,8 @@ import torch
 
 from ...core import Chainable, Modular, Var
 from ...core.reformulation import Reformulation
-from ...core.var import _grads_or_zeros
 from ...utils.checks import check_choice, check_positive, check_range
+from ...utils.derivatives import loss_and_grad
 from ...utils.foreach import add_scaled_, scalar_or_list
 from ...utils.tensorlist import Distributions, TensorList
 from ..termination.termination import TerminationCriteriaBase, make_termination_criteria
@@ -29,12 +29,12 @@ def _detached(loss: Any) -> torch.Tensor:
 def evaluate_closure(closure: Callable, params: Sequence[torch.Tensor], backward: bool
                      ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
     """Evaluates ``closure(backward)`` at the current parameters; returns the detached loss and, with
-    ``backward``, the gradient (``p.grad``, zeros where missing)."""
+    ``backward``, the gradient as fresh tensors (zeros where missing), which later evaluations can't overwrite even
+    when the closure zeroes gradients in place (``utils.derivatives.loss_and_grad``)."""
     if not backward:
         return _detached(closure(False)), None
-    with torch.enable_grad():
-        loss = closure()
-    return _detached(loss), _grads_or_zeros(list(params))
+    loss, grad = loss_and_grad(closure, params)
+    return _detached(loss), grad
 
 
 class SampleAggregator:

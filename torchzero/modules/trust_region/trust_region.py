@@ -18,8 +18,8 @@ import torch
 
 from ...core import Chainable, Module, Var, apply_transform
 from ...core.module import to_plain, unroll_modules
-from ...core.var import _grads_or_zeros
 from ...utils.checks import check_int, check_range
+from ...utils.derivatives import loss_and_grad
 from ...utils.linalg.linear_operator import Dense, DenseWithInverse, LinearOperator
 from ...utils.torch_tools import vec_to_tensors
 from ..step_size.lr import finish_direct_step, may_move_params
@@ -81,19 +81,16 @@ def evaluate_trial(params: list[torch.Tensor], closure: Callable, d: Sequence[to
 
     With ``with_grad`` the closure is called with ``backward=True`` and the loss and gradient there (``p.grad``,
     zeros where missing) are returned too, so that a step that ends at this point can hand them to the next one:
-    ``move_to_trial_`` then ``Var.set_result_evaluation``. ``p.grad`` is set to None before that call, so the
-    gradient is a fresh tensor and the tensors that held ``p.grad`` before (``var.grad``, the update when it is the
-    gradient itself) are not overwritten even by a closure that zeroes gradients in place.
+    ``move_to_trial_`` then ``Var.set_result_evaluation``. The gradient is evaluated by
+    ``utils.derivatives.loss_and_grad``, so the tensors that held ``p.grad`` before (``var.grad``, the update when
+    it is the gradient itself) are not overwritten even by a closure that zeroes gradients in place.
     """
     x0 = [p.clone() for p in params]
     try:
         torch._foreach_sub_(params, d)
         if with_grad:
-            for p in params:
-                p.grad = None
-            with torch.enable_grad():
-                loss = closure()
-            evaluation: TrialEvaluation | None = (loss, _grads_or_zeros(params))
+            evaluation: TrialEvaluation | None = loss_and_grad(closure, params)
+            loss = evaluation[0]
         else:
             loss = closure(False)
             evaluation = None

@@ -9,21 +9,8 @@ import torch
 
 from ...core import Modular, Module, Var
 from ...utils.checks import check_bool, check_int, check_range
+from ...utils.derivatives import loss_and_grad
 from ...utils.foreach import Scalars, add_scaled_, scalar_or_list
-
-
-def loss_and_grad(closure: Callable, params: Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor]]:
-    """Evaluates ``closure()`` (with backward) and returns the loss and the gradients (zeros where a parameter got
-    none). ``p.grad`` is cleared before and after, so the returned tensors belong to the caller and a later closure
-    call that zeroes gradients in place cannot overwrite them."""
-    for p in params:
-        p.grad = None
-    with torch.enable_grad():
-        loss = closure()
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    for p in params:
-        p.grad = None
-    return loss, grads
 
 
 def _detached(loss: Any) -> Any:
