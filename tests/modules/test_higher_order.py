@@ -93,9 +93,10 @@ def test_order2_newton_point_on_quadratic(trust_method):
     x0 = x_star + 0.3 * torch.randn(3, generator=g, dtype=D) / 3
     steps = 1 if trust_method != "proximal" else 30  # the proximal term shortens each step
     x, _ = run(HigherOrderNewton(order=2, trust_method=trust_method), x0, lambda v: 0.5 * v @ A @ v - b @ v, steps)
-    # trust-constr stops at its own tolerance (about 1e-6 in x here), and the radius rule's floor
-    # max(f0 - m, 1e-8) on the predicted reduction stops the proximal radius from growing near the solution
-    assert float((x - x_star).norm()) < (1e-8 if trust_method == "none" else 1e-5)
+    # catalog: the Newton point to ~1e-8. trust-constr ('bounds') stops at its own tolerance (4e-8 in x here), and
+    # the radius rule's floor max(f0 - m, 1e-8) on the predicted reduction stops the proximal radius from growing
+    # near the solution
+    assert float((x - x_star).norm()) < {"none": 1e-8, "bounds": 1e-7, "proximal": 1e-5}[trust_method]
 
 
 def test_order3_needs_fewer_steps_than_order2_on_rosenbrock():
@@ -103,7 +104,7 @@ def test_order3_needs_fewer_steps_than_order2_on_rosenbrock():
     x2, k2 = run(HigherOrderNewton(order=2), x0, rosenbrock, 60, tol=1e-6)
     x3, k3 = run(HigherOrderNewton(order=3), x0, rosenbrock, 60, tol=1e-6)
     assert float((x2 - 1).norm()) < 1e-6 and float((x3 - 1).norm()) < 1e-6
-    assert k3 < k2 <= 30
+    assert k3 < k2 <= 26 and k3 <= 22  # 21 vs 24 measured (the catalog quotes 16 vs 25 for the reference)
 
 
 def test_de_iters_and_state():

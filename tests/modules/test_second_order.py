@@ -366,6 +366,15 @@ def test_newton_cg_matches_newton_on_spd_quadratic(solver, hvp_method):
     assert module._num_hvps_last_step > 0 and module._num_hvps == module._num_hvps_last_step
 
 
+def test_newton_cg_defaults_match_newton_on_spd_quadratic():
+    # catalog check with the default arguments (maxiter=None, tol=1e-8, reg=1e-8, autograd products)
+    A, b = quadratic()
+    x0 = torch.randn(6, dtype=D, generator=torch.Generator().manual_seed(3))
+    (u_newton,), _ = one_update(Newton(damping=1e-8), x0, quad_f(A, b))
+    (u,), _ = one_update(NewtonCG(), x0, quad_f(A, b))
+    torch.testing.assert_close(u, u_newton, rtol=1e-9, atol=1e-9)
+
+
 def test_newton_cg_truncated_iterates_match_plain_cg():
     A, b = quadratic(8, indefinite=False)
     x0 = torch.randn(8, dtype=D)
@@ -556,8 +565,12 @@ def test_nystrom_pcg():
     x0 = torch.randn(8, dtype=D)
     expected = torch.linalg.solve(A + 1e-6 * torch.eye(8, dtype=D), A @ x0 - b)
     module = NystromPCG(8, tol=1e-12, seed=0)
+    products = []
+    hvp = module.Hvp
+    module.Hvp = lambda *a, **k: products.append(1) or hvp(*a, **k)  # type: ignore[method-assign]
     (u,), _ = one_update(module, x0, quad_f(A, b))
     assert float((u - expected).norm() / expected.norm()) < 1e-9
+    assert 8 < len(products) <= 8 + 2  # the sketch (8 products), then CG converges in 1-2 iterations (catalog check)
     (u,), _ = one_update(NystromPCG(3, tol=1e-8, seed=0, maxiter=50), x0, quad_f(A, b))
     assert float((u - expected).norm() / expected.norm()) < 1e-6
 

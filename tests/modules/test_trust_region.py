@@ -546,10 +546,11 @@ def test_rosenbrock_step_counts(make, max_steps):
     assert n <= max_steps
 
 
-def test_with_newton_module():
+@pytest.mark.parametrize("cls", [TrustCG, Dogleg, CubicRegularization])
+def test_with_newton_module(cls):
     newton = pytest.importorskip("torchzero.modules.second_order.newton")
-    a, _ = run(lambda: [TrustCG(newton.Newton())], rosenbrock, [-1.2, 1.0], 15)
-    b, _ = run(lambda: [TrustCG(ExactHessian())], rosenbrock, [-1.2, 1.0], 15)
+    a, _ = run(lambda: [cls(newton.Newton())], rosenbrock, [-1.2, 1.0], 15)
+    b, _ = run(lambda: [cls(ExactHessian())], rosenbrock, [-1.2, 1.0], 15)
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
 
