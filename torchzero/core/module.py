@@ -239,6 +239,11 @@ class Module(ABC):
         defaults: default values of the optimization options (used when a parameter group doesn't specify them).
     """
 
+    _evaluates_closure_in_update: bool = False
+    """Whether ``update`` evaluates the objective at the current point itself (``Newton``, ``GaussNewton``...); a
+    trust region with such a ``hess_module`` then doesn't hand a gradient over from its trial point, which the next
+    step would not use."""
+
     def __init__(self, defaults: dict[str, Any] | None = None):
         if defaults is None:
             defaults = {}

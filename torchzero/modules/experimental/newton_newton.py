@@ -46,8 +46,6 @@ class NewtonNewton(Module):
     """
 
     _evaluates_closure_in_update = True
-    """``update`` evaluates the objective at the current point itself (trust regions then don't hand a gradient
-    over from their trial point)."""
 
     def __init__(self, reg: float = 1e-06, order: int = 3, search_negative: bool = False, vectorize: bool = True,
                  eigval_tfm: Callable[[torch.Tensor], torch.Tensor] | None = None):

@@ -119,8 +119,6 @@ class GaussNewton(Module):
     """
 
     _evaluates_closure_in_update = True
-    """``update`` evaluates the objective at the current point itself (trust regions then don't hand a gradient
-    over from their trial point)."""
 
     def __init__(self, reg: float = 1e-08, batched: bool = True):
         check_non_negative("GaussNewton", "reg", reg)

@@ -66,8 +66,6 @@ class InverseFreeNewton(Module):
     """
 
     _evaluates_closure_in_update = True
-    """``update`` evaluates the objective at the current point itself (trust regions then don't hand a gradient
-    over from their trial point)."""
 
     def __init__(self, update_freq: int = 1, hessian_method: HessianMethod = "autograd", vectorize: bool = True,
                  inner: Chainable | None = None):

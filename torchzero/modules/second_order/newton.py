@@ -237,7 +237,8 @@ class Newton(Module):
         hessian_method: ``'autograd'`` (reverse-over-reverse, vmapped; works with any twice-differentiable
             closure; the fastest on ``benchmarks/newton_step.py``), ``'func'`` (``torch.func``,
             forward-over-reverse, loss, gradient and Hessian in one pass; the closure must be traceable by
-            ``torch.func``: no ``.item()``, no in-place changes of the parameters) or ``'autograd.functional'``. Defaults to ``'autograd'``.
+            ``torch.func``: no ``.item()``, no in-place changes of the parameters) or ``'autograd.functional'``.
+            Defaults to ``'autograd'``.
         vectorize: batch the Hessian rows with vmap. Defaults to True.
         inner: modules applied to the update before preconditioning (e.g. ``EMA(0.9)``). Defaults to None.
         H_tfm: custom transform of the Hessian, see above. Defaults to None.
@@ -255,8 +256,6 @@ class Newton(Module):
     """
 
     _evaluates_closure_in_update = True
-    """``update`` evaluates the objective at the current point itself (trust regions then don't hand a gradient
-    over from their trial point)."""
 
     def __init__(
         self,

@@ -343,17 +343,14 @@ class NewtonCGSteihaug(Module):
                 found = solver.within_radius(radius)
                 if found is not None:
                     d, pred = TensorList(found[0]), found[1]
+            if graph_stale and (d is None or pred is None):  # products follow
+                A.rebuild()
+                graph_stale = False
             if d is None:
-                if graph_stale:
-                    A.rebuild()
-                    graph_stale = False
                 d, solver = self._solve(A, b, radius, s["tol"] * tol_mul)
                 solver_radius = radius
                 pred = None if solver is None else solver.model_decrease
             if pred is None:  # MINRES: the model from one more product
-                if graph_stale:
-                    A.rebuild()
-                    graph_stale = False
                 Hd = A(d)
                 if s["reg"] != 0:
                     Hd.add_(d, alpha=s["reg"])

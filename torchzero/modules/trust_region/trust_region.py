@@ -518,12 +518,11 @@ class TrustRegionBase(Module, ABC):
 
     def _next_step_reuses_gradient(self, update_freq: int) -> bool:
         """False when the next step refreshes the curvature with a ``hess_module`` that evaluates the closure itself
-        (``Newton``, ``GaussNewton``...: class attribute ``_evaluates_closure_in_update``), which would not use a
-        gradient handed over from this step's trial point."""
+        (``Module._evaluates_closure_in_update``), which would not use a gradient handed over from this step's trial
+        point."""
         if self.global_state.get("step", 0) % update_freq != 0:
             return True
-        return not any(getattr(m, "_evaluates_closure_in_update", False)
-                       for m in unroll_modules(self.children["hess_module"]))
+        return not any(m._evaluates_closure_in_update for m in unroll_modules(self.children["hess_module"]))
 
     @staticmethod
     def _shaped_step(d: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -157,8 +157,8 @@ class CG:
       ``x + τd`` (positive root of ``‖x + τd‖ = Δ``); ``x0`` must lie inside the ball (one outside it is
       projected onto the boundary and returned).
     - ``'npc'``: non-positive curvature ``dᵀ(A + reg·I)d ≤ 0``. With a radius the boundary point along ``d`` is
-      returned (or, with ``npc_terminate`` after the first iteration, the current iterate); without one, at the first iteration ``x0 + |rᵀz / dᵀAd|·d`` is returned (``b·|bᵀb/bᵀAb|`` for
-      ``x0 = 0`` and no preconditioner; ``x0 + d`` when the curvature is exactly zero), at later iterations the
+      returned (or, with ``npc_terminate`` after the first iteration, the current iterate); without one, at the
+      first iteration ``x0 + |rᵀz / dᵀAd|·d`` is returned (``b·|bᵀb/bᵀAb|`` for ``x0 = 0`` and no preconditioner; ``x0 + d`` when the curvature is exactly zero), at later iterations the
       current iterate is returned if ``npc_terminate`` (or the curvature is exactly zero), otherwise the
       iteration continues.
     - ``'breakdown'``: a non-finite curvature or residual; the last finite iterate is returned.
@@ -286,14 +286,11 @@ class CG:
             self.history.append((_clone(self.x), _norm(self.x), None if d is None else _clone(d)))
             self._history_model.append((self.model_decrease, self.rz, dAd))
 
-    def _move(self, tau: float, d: Vec, dAd: float, in_place: bool = False) -> None:
-        """``x ← x + τd``, updating ``model_decrease``."""
-        if in_place:
-            _axpy_(self.x, tau, d)
-        else:
-            self.x = _axpy(self.x, tau, d)
+    def _move(self, tau: float, d: Vec, dAd: float, x_new: Vec | None = None) -> None:
+        """``x ← x + τd`` (``x_new`` if already computed), updating ``model_decrease``."""
+        self.x = _axpy(self.x, tau, d) if x_new is None else x_new
         if self.model_decrease is not None:
-            self.model_decrease += tau * self.rz - 0.5 * tau * tau * dAd
+            self.model_decrease = _decrease_after(self.model_decrease, tau, self.rz, dAd)
 
     def _record_final(self) -> None:
         if self.status in ("converged", "maxiter"):
@@ -338,12 +335,10 @@ class CG:
             if _norm(x_new) >= self.trust_radius:
                 self._move(_boundary_tau(self.x, d, self.trust_radius), d, dAd)
                 return self._finish("boundary")
-            self.x = x_new
-            if self.model_decrease is not None:
-                self.model_decrease += 0.5 * alpha * self.rz
+            self._move(alpha, d, dAd, x_new=x_new)
         else:
             self._record(d, dAd)
-            self._move(alpha, d, dAd, in_place=True)
+            self._move(alpha, d, dAd, x_new=_axpy_(self.x, alpha, d))
 
         _axpy_(self.r, -alpha, Ad)  # without a preconditioner z aliases r; d has its own storage
         self.iter += 1
@@ -386,9 +381,7 @@ class CG:
         decrease, rz, dAd = self._history_model[i]
         if d is None:
             return _clone(x), decrease
-        if decrease is not None:
-            decrease += tau * rz - 0.5 * tau * tau * dAd
-        return _axpy(x, tau, d), decrease
+        return _axpy(x, tau, d), None if decrease is None else _decrease_after(decrease, tau, rz, dAd)
 
 
 def cg(
@@ -437,6 +430,12 @@ def find_within_trust_radius(history: Sequence[tuple[Vec, float, Vec | None]], t
     i, tau = found
     x, _, d = history[i]
     return _clone(x) if d is None else _axpy(x, tau, d)
+
+
+def _decrease_after(decrease: float, tau: float, rz: float, dAd: float) -> float:
+    """The model decrease ``bᵀx − ½xᵀAx`` after ``x ← x + τd``, from its value at ``x``, ``rᵀz`` (``= dᵀr`` for a CG
+    direction) and ``dᵀAd``."""
+    return decrease + tau * rz - 0.5 * tau * tau * dAd
 
 
 def _last_inside(history: Sequence[tuple[Vec, float, Vec | None]], trust_radius: float) -> tuple[int, float] | None:
